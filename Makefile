@@ -1,0 +1,38 @@
+# The two commands of the README, and the pieces they are made of.
+#   make demo   set up .venv/ (first time: about 15 minutes, llama-cpp-python compiles) and run the demo
+#   make test   set up .venv/ and run ruff and the whole test suite
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: install demo test lint protos bench clean
+
+# Reinstalls when the dependency lists change. The constraints file picks the CPU build of torch.
+$(STAMP): pyproject.toml constraints/cpu.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install -c constraints/cpu.txt -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/tandem demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+test: lint
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+# Regenerate cloud_service/wire/ from protos/ (a test fails when it is stale).
+protos: $(STAMP)
+	$(BIN)/python protos/generate.py
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/toy_models.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

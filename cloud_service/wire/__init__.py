@@ -1,0 +1,1 @@
+"""Generated wire code; see protos/generate.py."""

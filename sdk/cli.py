@@ -1,0 +1,91 @@
+"""The `tandem` command line: one entry point that mounts each package's commands.
+
+    tandem export ...   export/cli.py          (ML engineers)
+    tandem cloud ...    cloud_service/cli.py   (backend teams)
+    tandem demo         sdk/_demo.py           (everyone: the end-to-end run)
+
+This module is the composition root of the command line, the only place that sees every package; nothing
+in ``sdk`` imports it. Commands import their heavy libraries inside their bodies, so ``tandem --help`` is
+fast and works with any extra installed.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from cloud_service.cli import app as cloud_app
+from export.cli import app as export_app
+
+app = typer.Typer(
+    name="tandem",
+    help="Tandem: edge-plus-cloud hybrid inference for LLMs.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+app.add_typer(export_app)
+app.add_typer(cloud_app)
+
+# Which extra brings each optional top-level module, for the message when one is missing.
+_EXTRA_OF_MODULE = {
+    "torch": "export",
+    "transformers": "export",
+    "tokenizers": "export",
+    "safetensors": "export",
+    "gguf": "export",
+    "optimum": "export",
+    "onnxruntime": "edge",
+    "llama_cpp": "edge",
+    "grpc": "edge",
+    "google": "edge",
+    "psutil": "edge",
+    "cryptography": "edge",
+    "prometheus_client": "cloud",
+    "vllm": "gpu",
+}
+
+
+def default_cache_dir() -> Path:
+    """Where built toy models and other reusable artifacts go: $XDG_CACHE_HOME/tandem or ~/.cache/tandem."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tandem"
+
+
+@app.command()
+def version() -> None:
+    """Print the installed version."""
+    from sdk import __version__
+
+    print(__version__)
+
+
+@app.command()
+def demo(
+    cache_dir: Path = typer.Option(None, help="Where built models are kept [default: ~/.cache/tandem]."),
+    max_new_tokens: int = typer.Option(24, min=1, max=512, help="Tokens to generate."),
+) -> None:
+    """Run the end-to-end demo."""
+    from sdk._demo import run_demo
+
+    run_demo(Console(), cache_dir or default_cache_dir(), max_new_tokens=max_new_tokens)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except ModuleNotFoundError as exc:
+        top = (exc.name or "").split(".")[0]
+        extra = _EXTRA_OF_MODULE.get(top)
+        if extra is None:
+            raise
+        Console(stderr=True).print(
+            f"[bold red]error:[/] this command needs {top!r}, which comes with the {extra} extra: "
+            + escape(f"pip install 'tandem-inference[{extra}]'"),
+            soft_wrap=True,
+        )
+        sys.exit(2)
