@@ -3,34 +3,19 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.markup import escape
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from export.errors import ExportError
+from export.cli_support import cli_errors, step_progress
 
 app = typer.Typer(
     name="export",
     help="Distill, convert, quantize and sign models into on-device bundles.",
     no_args_is_help=True,
 )
-console = Console(stderr=True)
-
-
-@contextmanager
-def cli_errors() -> Iterator[None]:
-    """Turn the errors a user can cause into a one-line message and exit status 2."""
-    try:
-        yield
-    except ExportError as exc:
-        console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
-        raise typer.Exit(2) from exc
 
 
 class Size(enum.StrEnum):
@@ -52,9 +37,7 @@ def toy_model(
         from export.toy_models import BUILD_STEPS, ToyModelSpec, build_toy_model
 
         spec = ToyModelSpec.bench(arch, seed) if size is Size.bench else ToyModelSpec.tiny(arch, seed)
-        with Progress(
-            SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console
-        ) as progress:
+        with step_progress() as progress:
             task = progress.add_task("building", total=len(BUILD_STEPS))
 
             def on_step(step: str) -> None:

@@ -1,19 +1,16 @@
 """Write a toy Hugging Face model folder: config, safetensors weights, tokenizer, chat template.
 
-Folders appear atomically: everything is written into a hidden staging folder beside the target, which is
-renamed into place only when complete, so an interrupted build never leaves a half-written model.
+Folders appear atomically (``export.atomic``): an interrupted build never leaves a half-written model.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from export.errors import OutputExistsError
+from export.atomic import staged_folder
 from export.toy_models.families import FAMILIES, Family
 from export.toy_models.spec import ToyModelSpec
 from export.toy_models.tokenizer import train_tokenizer
@@ -79,29 +76,14 @@ def build_toy_model(
     spec: ToyModelSpec, out_dir: str | os.PathLike[str], *, overwrite: bool = False,
     on_step: StepCallback = _no_step,
 ) -> Path:
-    """Build the model described by ``spec`` into ``out_dir`` and return its path.
+    """Build the model described by ``spec`` into ``out_dir`` (atomically) and return its path.
 
     Raises OutputExistsError when ``out_dir`` exists, unless ``overwrite``. ``on_step`` is called with
     each name of BUILD_STEPS as the build reaches it (for progress display).
     """
-    out = Path(out_dir)
-    if out.exists() and not overwrite:
-        raise OutputExistsError(f"{out} already exists; choose another folder or overwrite it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
-    try:
+    with staged_folder(out_dir, overwrite=overwrite) as staging:
         _write(spec, staging, on_step)
-        if out.exists():
-            trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
-            out.rename(trash / out.name)
-            staging.rename(out)
-            shutil.rmtree(trash)
-        else:
-            staging.rename(out)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
-    return out
+    return Path(out_dir)
 
 
 def cached_toy_model(
