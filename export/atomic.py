@@ -17,11 +17,16 @@ from pathlib import Path
 
 from export.errors import OutputExistsError, OutputNotWritableError
 
-_NOT_WRITABLE = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS}
+_NOT_WRITABLE = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR}
 
 
 def _not_writable(out: Path, exc: OSError) -> OutputNotWritableError:
-    reason = "the disk is full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else exc.strerror or str(exc)
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        reason = "the disk is full"
+    elif not out.parent.is_dir():
+        reason = f"{out.parent} is not a folder"
+    else:
+        reason = exc.strerror or str(exc)
     return OutputNotWritableError(f"cannot write {out}: {reason}; free space or choose another folder")
 
 
@@ -39,7 +44,7 @@ def staged_folder(out: str | os.PathLike[str], *, overwrite: bool = False) -> It
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
     except OSError as exc:
-        if exc.errno in _NOT_WRITABLE:
+        if exc.errno in _NOT_WRITABLE or not target.parent.is_dir():
             raise _not_writable(target, exc) from exc
         raise
     try:

@@ -9,13 +9,22 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from export import build_cli, bundle_commands
 from export.cli_support import cli_errors, step_progress
+from export.distill import cli as distill_cli
+from export.gguf import cli as gguf_cli
+from export.onnx import cli as onnx_cli
 
 app = typer.Typer(
     name="export",
     help="Distill, convert, quantize and sign models into on-device bundles.",
     no_args_is_help=True,
 )
+distill_cli.register(app)
+gguf_cli.register(app)
+onnx_cli.register(app)
+build_cli.register(app)
+bundle_commands.register(app)
 
 
 class Size(enum.StrEnum):

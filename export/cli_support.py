@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -11,6 +13,9 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from export.errors import ExportError
+
+if TYPE_CHECKING:
+    from export.quality import Evaluation
 
 console = Console(stderr=True)
 """Progress and messages go to stderr; results (tables, JSON) to stdout."""
@@ -31,3 +36,21 @@ def step_progress() -> Progress:
     return Progress(
         SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console
     )
+
+
+SIGNING_KEY_HELP = "Ed25519 private key: a PEM file or PEM text. Env: TANDEM_SIGNING_KEY."
+EVAL_DATA_HELP = (
+    'Held-out text (.txt, or .jsonl with a "text" field) for the quality gate; required for quantized types.'
+)
+GATE_HELP = "Quality gate: largest perplexity increase over the source model, in percent [default: per type]."
+
+
+def load_evaluation(eval_data: Path | None, max_increase_pct: float | None, quantization: str) -> Evaluation | None:
+    """The quality gate's held-out text and bound from the command's options (None without data)."""
+    from export.distill.data import read_documents
+    from export.quality import Evaluation, QualityGate
+
+    if eval_data is None:
+        return None
+    gate = QualityGate(max_increase_pct) if max_increase_pct is not None else QualityGate.default_for(quantization)
+    return Evaluation("\n".join(read_documents(eval_data)), gate)

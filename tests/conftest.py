@@ -36,7 +36,29 @@ def tiny_llama(toy_cache: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_mistral(toy_cache: Path) -> Path:
+    from export.toy_models import ToyModelSpec, cached_toy_model
+
+    return cached_toy_model(ToyModelSpec.tiny("mistral"), toy_cache)
+
+
+@pytest.fixture(scope="session")
 def tiny_qwen2(toy_cache: Path) -> Path:
     from export.toy_models import ToyModelSpec, cached_toy_model
 
     return cached_toy_model(ToyModelSpec.tiny("qwen2"), toy_cache)
+
+
+@pytest.fixture(scope="session")
+def signing_key():
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    return Ed25519PrivateKey.generate()
+
+
+@pytest.fixture(scope="session")
+def eval_text() -> str:
+    """Held-out text for quality gates, from the corpus generator with a seed no toy tokenizer trained on."""
+    from export.toy_models.corpus import corpus_lines
+
+    return "\n".join(corpus_lines(200, seed=12345))

@@ -60,7 +60,7 @@ def _model(spec: ToyModelSpec, family: Family, tokenizer: PreTrainedTokenizerFas
 def _write(spec: ToyModelSpec, folder: Path, on_step: StepCallback) -> None:
     family = FAMILIES[spec.arch]
     on_step("tokenizer")
-    tokenizer = train_tokenizer(spec, family)
+    tokenizer = train_tokenizer(spec, family, folder)
     on_step("weights")
     model = _model(spec, family, tokenizer)
     on_step("save")

@@ -27,6 +27,13 @@ _LLAMA3_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}"
 )
+_MISTRAL_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% for message in messages %}"
+    "{% if message['role'] == 'assistant' %}{{ message['content'] }}{{ eos_token }}"
+    "{% else %}[INST] {{ message['content'] }} [/INST]{% endif %}"
+    "{% endfor %}"
+)
 _CHATML_TEMPLATE = (
     "{% for message in messages %}"
     "<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
@@ -41,9 +48,13 @@ class Family:
 
     arch: str
     """The `model_type` in config.json."""
+    tokenizer_kind: str
+    """"bpe": byte-level BPE trained with `tokenizers` (tokenizer.json only); "sentencepiece": a SentencePiece
+    BPE model with byte fallback (tokenizer.model, plus its tokenizer.json conversion), as Mistral ships."""
     split_pattern: str
+    """Pre-tokenizer split pattern of byte-level BPE families ("" for SentencePiece)."""
     special_tokens: tuple[str, ...]
-    """Appended after the learned vocabulary, as in the real tokenizers."""
+    """BPE: appended after the learned vocabulary, as in the real tokenizers. SentencePiece: ids 0, 1, 2."""
     bos_token: str | None
     """Added in front of every encoded text when set (Llama 3 does, Qwen2 does not)."""
     eos_token: str
@@ -57,6 +68,7 @@ class Family:
 FAMILIES: dict[str, Family] = {
     "llama": Family(
         arch="llama",
+        tokenizer_kind="bpe",
         split_pattern=_LLAMA3_SPLIT,
         special_tokens=(
             "<|begin_of_text|>",
@@ -73,6 +85,7 @@ FAMILIES: dict[str, Family] = {
     ),
     "qwen2": Family(
         arch="qwen2",
+        tokenizer_kind="bpe",
         split_pattern=_QWEN2_SPLIT,
         special_tokens=("<|endoftext|>", "<|im_start|>", "<|im_end|>"),
         bos_token=None,
@@ -80,5 +93,16 @@ FAMILIES: dict[str, Family] = {
         pad_token="<|endoftext|>",
         chat_template=_CHATML_TEMPLATE,
         config_fields={"rope_theta": 1000000.0, "rms_norm_eps": 1e-6, "use_sliding_window": False},
+    ),
+    "mistral": Family(
+        arch="mistral",
+        tokenizer_kind="sentencepiece",
+        split_pattern="",
+        special_tokens=("<unk>", "<s>", "</s>"),
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="</s>",
+        chat_template=_MISTRAL_TEMPLATE,
+        config_fields={"rope_theta": 10000.0, "rms_norm_eps": 1e-5, "sliding_window": None},
     ),
 }

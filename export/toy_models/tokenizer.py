@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from export.toy_models.corpus import corpus_lines
@@ -12,9 +14,57 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
 
 
-def train_tokenizer(spec: ToyModelSpec, family: Family) -> PreTrainedTokenizerFast:
-    """Learn ``spec.vocab_size`` byte-level BPE tokens on the generated corpus, then append the family's
-    special tokens and wrap the result as a transformers tokenizer with the family's chat template."""
+def train_tokenizer(spec: ToyModelSpec, family: Family, folder: Path) -> PreTrainedTokenizerFast:
+    """Train the family's kind of tokenizer on the generated corpus; files it needs beside tokenizer.json
+    (a SentencePiece model) are written into ``folder``."""
+    return _TRAINERS[family.tokenizer_kind](spec, family, folder)
+
+
+def _sentencepiece(spec: ToyModelSpec, family: Family, folder: Path) -> PreTrainedTokenizerFast:
+    """A SentencePiece BPE model with byte fallback, laid out as Mistral's: <unk>, <s>, </s> at ids 0-2."""
+    import sentencepiece
+    from transformers import LlamaTokenizerFast
+
+    model = io.BytesIO()
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=corpus_lines(spec.corpus_lines, spec.seed),
+        model_writer=model,
+        vocab_size=spec.vocab_size,
+        model_type="bpe",
+        byte_fallback=True,
+        character_coverage=1.0,
+        split_digits=True,
+        unk_id=0,
+        bos_id=1,
+        eos_id=2,
+        pad_id=-1,
+        normalization_rule_name="identity",
+        remove_extra_whitespaces=False,
+        allow_whitespace_only_pieces=True,
+        num_threads=1,  # one thread: the same corpus always gives the same model
+        minloglevel=2,
+    )
+    path = folder / "tokenizer.model"
+    path.write_bytes(model.getvalue())
+    return LlamaTokenizerFast(
+        vocab_file=str(path),
+        bos_token=family.bos_token,
+        eos_token=family.eos_token,
+        unk_token="<unk>",
+        pad_token=family.pad_token,
+        add_bos_token=True,
+        legacy=False,
+        add_prefix_space=True,  # as SentencePiece does (its add_dummy_prefix)
+        chat_template=family.chat_template,
+        model_max_length=spec.max_position_embeddings,
+        clean_up_tokenization_spaces=False,
+        model_input_names=["input_ids", "attention_mask"],
+    )
+
+
+def _byte_level_bpe(spec: ToyModelSpec, family: Family, folder: Path) -> PreTrainedTokenizerFast:
+    """Learn ``spec.vocab_size`` byte-level BPE tokens, then append the family's special tokens and wrap the
+    result as a transformers tokenizer with the family's chat template."""
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -55,3 +105,6 @@ def train_tokenizer(spec: ToyModelSpec, family: Family) -> PreTrainedTokenizerFa
         # As the real Llama / Qwen2 tokenizers: no token_type_ids, which causal LMs do not take.
         model_input_names=["input_ids", "attention_mask"],
     )
+
+
+_TRAINERS = {"bpe": _byte_level_bpe, "sentencepiece": _sentencepiece}

@@ -48,7 +48,10 @@ def test_tokenizer_round_trips_any_text(tiny_model: Path, text: str) -> None:
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model, local_files_only=True)
     ids = tokenizer.encode(text, add_special_tokens=False)
-    assert tokenizer.decode(ids) == text
+    sentencepiece = (tiny_model / "tokenizer.model").is_file()
+    # SentencePiece's dummy prefix makes one leading space ambiguous: decoding drops it (real Mistral too).
+    expected = text[1:] if sentencepiece and text.startswith(" ") else text
+    assert tokenizer.decode(ids) == expected
 
 
 def test_tokenizer_learned_merges(tiny_llama: Path) -> None:
@@ -65,7 +68,10 @@ def test_special_tokens_follow_the_family_and_sit_after_the_vocabulary(tiny_mode
     family = FAMILIES[json.loads((tiny_model / "config.json").read_text())["model_type"]]
     tokenizer = AutoTokenizer.from_pretrained(tiny_model, local_files_only=True)
     special_ids = [tokenizer.convert_tokens_to_ids(token) for token in family.special_tokens]
-    assert special_ids == list(range(len(tokenizer) - len(family.special_tokens), len(tokenizer)))
+    if family.tokenizer_kind == "sentencepiece":
+        assert special_ids == [0, 1, 2]  # <unk>, <s>, </s>, as SentencePiece lays them out
+    else:
+        assert special_ids == list(range(len(tokenizer) - len(family.special_tokens), len(tokenizer)))
     assert tokenizer.eos_token == family.eos_token
     assert tokenizer.bos_token == family.bos_token
     plain = tokenizer.encode("hi", add_special_tokens=False)
@@ -75,7 +81,7 @@ def test_special_tokens_follow_the_family_and_sit_after_the_vocabulary(tiny_mode
     assert len(tokenizer.encode(family.eos_token, add_special_tokens=False)) == 1
 
 
-def test_chat_template_renders_the_family_format(tiny_llama: Path, tiny_qwen2: Path) -> None:
+def test_chat_template_renders_the_family_format(tiny_llama: Path, tiny_qwen2: Path, tiny_mistral: Path) -> None:
     from transformers import AutoTokenizer
 
     messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
@@ -85,6 +91,9 @@ def test_chat_template_renders_the_family_format(tiny_llama: Path, tiny_qwen2: P
         "<|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>"
         "<|start_header_id|>assistant<|end_header_id|>\n\n"
     )
+    mistral = AutoTokenizer.from_pretrained(tiny_mistral, local_files_only=True)
+    rendered = mistral.apply_chat_template(messages[1:], add_generation_prompt=True, tokenize=False)
+    assert rendered == "<s>[INST] Hi [/INST]"
     qwen2 = AutoTokenizer.from_pretrained(tiny_qwen2, local_files_only=True)
     assert qwen2.apply_chat_template(messages, add_generation_prompt=True, tokenize=False) == (
         "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
@@ -95,13 +104,14 @@ def _folder_bytes(folder: Path) -> dict[str, bytes]:
     return {path.name: path.read_bytes() for path in sorted(folder.iterdir())}
 
 
-def test_same_seed_builds_are_byte_identical_and_other_seeds_differ(tmp_path: Path) -> None:
-    spec = ToyModelSpec.tiny("qwen2", seed=7)
+@pytest.mark.parametrize("arch", sorted(FAMILIES))
+def test_same_seed_builds_are_byte_identical_and_other_seeds_differ(tmp_path: Path, arch: str) -> None:
+    spec = ToyModelSpec.tiny(arch, seed=7)
     first = _folder_bytes(build_toy_model(spec, tmp_path / "a"))
     second = _folder_bytes(build_toy_model(spec, tmp_path / "b"))
     assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"} <= set(first)
     assert first == second
-    other = _folder_bytes(build_toy_model(ToyModelSpec.tiny("qwen2", seed=8), tmp_path / "c"))
+    other = _folder_bytes(build_toy_model(ToyModelSpec.tiny(arch, seed=8), tmp_path / "c"))
     assert other["model.safetensors"] != first["model.safetensors"]
     assert other["tokenizer.json"] != first["tokenizer.json"]
 

@@ -1,0 +1,2 @@
+"""The GGUF path of the export tool: our own converter (gguf library writer and tensor name maps), llama.cpp's
+quantizer in-process, and scoring with llama.cpp for the numerical check and the quality gate."""

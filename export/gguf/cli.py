@@ -1,0 +1,73 @@
+"""`tandem export gguf`: one signed, checked GGUF bundle from a Hugging Face folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from export.cli_support import (
+    EVAL_DATA_HELP,
+    GATE_HELP,
+    SIGNING_KEY_HELP,
+    cli_errors,
+    console,
+    load_evaluation,
+    step_progress,
+)
+
+
+def gguf(
+    model: Path = typer.Argument(..., help="Hugging Face model folder (config.json, safetensors, tokenizer)."),
+    out: Path = typer.Argument(..., help="Bundle folder to create."),
+    quantization: str = typer.Option("q4_k_m", "-q", "--quantization", help="f32, f16, q8_0, q4_0 or q4_k_m."),
+    signing_key: str = typer.Option(..., envvar="TANDEM_SIGNING_KEY", help=SIGNING_KEY_HELP),
+    eval_data: Path = typer.Option(None, help=EVAL_DATA_HELP),
+    max_increase_pct: float = typer.Option(None, help=GATE_HELP),
+    name: str = typer.Option(None, help="Bundle name [default: the folder name]."),
+    overwrite: bool = typer.Option(False, help="Replace an existing bundle (atomically)."),
+) -> None:
+    """Convert to GGUF, check the logits, quantize with llama.cpp, gate the perplexity, sign."""
+    with cli_errors():
+        from export.gguf.pipeline import STEPS, build_gguf_bundle
+        from export.signing_keys import load_private_key
+        from export.source import SourceModel
+        from sdk import __version__
+
+        key = load_private_key(signing_key)
+        source = SourceModel.open(model)
+        evaluation = load_evaluation(eval_data, max_increase_pct, quantization)
+        with step_progress() as progress:
+            task = progress.add_task("loading", total=len(STEPS))
+
+            def on_step(step: str) -> None:
+                progress.update(task, completed=STEPS.index(step), description=f"{step}...")
+
+            result = build_gguf_bundle(
+                source, out, quantization, key, evaluation=evaluation, name=name, overwrite=overwrite,
+                tool_version=__version__, on_step=on_step,
+            )
+            progress.update(task, completed=len(STEPS), description="done")
+
+    if result.tensor_types.substituted:
+        changed = ", ".join(f"{n}={t}" for n, t in sorted(result.tensor_types.substituted.items()))
+        console.print(
+            f"[yellow]warning:[/] llama.cpp stored {len(result.tensor_types.substituted)} tensors outside the "
+            f"{quantization} mix (rows not a multiple of the block size): {escape(changed)}", soft_wrap=True,
+        )
+    table = Table(title=f"{result.manifest.name} -> {out}", show_header=False)
+    table.add_row("model file", f"{result.manifest.files[result.manifest.model_file].size:,} bytes")
+    table.add_row("bits per weight", f"{result.tensor_types.bits_per_weight:.2f}")
+    table.add_row("logits max |diff| vs source", f"{result.max_logit_diff:.3g}")
+    if result.gate:
+        table.add_row("perplexity (source -> bundle)",
+                      f"{result.gate.source_perplexity:.4g} -> {result.gate.perplexity:.4g} "
+                      f"({result.gate.delta_pct:+.2f} %, gate {result.gate.max_increase_pct:g} %)")
+    Console().print(table)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(gguf)

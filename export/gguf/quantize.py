@@ -1,0 +1,92 @@
+"""Quantize a GGUF file in-process with llama.cpp's own quantizer, and report what it actually stored.
+
+llama.cpp picks a type per tensor: the output projection usually gets a better type than the rest, and a
+tensor whose rows do not fit the type's block (K-quants need rows that are multiples of 256) falls back to
+another type. The actual types are read back from the written file; those outside the quantization's
+nominal mix are reported as substitutions.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import gguf
+
+from export.errors import ConversionError, SpecError
+
+# quantization -> (llama.cpp file type, tensor types its nominal mix uses)
+QUANTIZATIONS: dict[str, tuple[str, frozenset[str]]] = {
+    "q8_0": ("LLAMA_FTYPE_MOSTLY_Q8_0", frozenset({"Q8_0"})),
+    "q4_0": ("LLAMA_FTYPE_MOSTLY_Q4_0", frozenset({"Q4_0", "Q6_K"})),
+    "q4_k_m": ("LLAMA_FTYPE_MOSTLY_Q4_K_M", frozenset({"Q4_K", "Q6_K"})),
+}
+
+
+@dataclass(frozen=True)
+class TensorTypes:
+    types: dict[str, str]
+    """GGUF tensor name -> stored type name ("Q4_K", "F32"...)."""
+    substituted: dict[str, str]
+    """Weight matrices stored outside the quantization's nominal mix, with their actual type."""
+    bits_per_weight: float
+    weight_bytes: int
+
+
+def read_tensor_types(model_file: Path, quantization: str | None = None) -> TensorTypes:
+    reader = gguf.GGUFReader(model_file)
+    types, substituted = {}, {}
+    nominal = QUANTIZATIONS[quantization][1] if quantization in QUANTIZATIONS else None
+    n_weights = n_bytes = 0
+    for tensor in reader.tensors:
+        type_name = tensor.tensor_type.name
+        types[tensor.name] = type_name
+        n_weights += int(tensor.n_elements)
+        n_bytes += int(tensor.n_bytes)
+        is_matrix = len([d for d in tensor.shape if d > 1]) > 1
+        if nominal is not None and is_matrix and type_name not in nominal:
+            substituted[tensor.name] = type_name
+    return TensorTypes(types, substituted, bits_per_weight=8 * n_bytes / n_weights, weight_bytes=n_bytes)
+
+
+@contextmanager
+def _native_stderr() -> Iterator[io.StringIO]:
+    """Capture what native code writes to file descriptor 2 (llama.cpp logs every tensor it quantizes; the
+    substitutions it warns about are reported from the written file instead). Process-wide while active."""
+    captured = io.StringIO()
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield captured
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            captured.write(sink.read().decode(errors="replace"))
+
+
+def quantize_gguf(source_file: Path, out_file: Path, quantization: str, n_threads: int = 0) -> TensorTypes:
+    """Quantize ``source_file`` (F32/F16 GGUF) into ``out_file``; return the stored tensor types."""
+    if quantization not in QUANTIZATIONS:
+        raise SpecError(f"quantization {quantization!r} is not one of {', '.join(QUANTIZATIONS)} for GGUF")
+    import llama_cpp
+
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = getattr(llama_cpp, QUANTIZATIONS[quantization][0])
+    params.nthread = n_threads
+    with _native_stderr() as log:
+        status = llama_cpp.llama_model_quantize(str(source_file).encode(), str(out_file).encode(), params)
+    if status != 0 or not out_file.is_file():
+        tail = "\n".join(log.getvalue().strip().splitlines()[-5:])
+        raise ConversionError(
+            f"llama.cpp failed to quantize {source_file.name} to {quantization} (status {status}):\n{tail}"
+        )
+    return read_tensor_types(out_file, quantization)

@@ -1,0 +1,124 @@
+"""`tandem export onnx MODEL_DIR OUT_DIR`: one signed, checked ONNX Runtime bundle.
+
+Registered on the export app by ``register(app)``; everything heavy is imported when the command runs.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import Counter
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from export.cli_support import (
+    EVAL_DATA_HELP,
+    GATE_HELP,
+    SIGNING_KEY_HELP,
+    cli_errors,
+    load_evaluation,
+    step_progress,
+)
+
+
+class QuantizationChoice(enum.StrEnum):
+    fp32 = "fp32"
+    int8 = "int8"
+    int4 = "int4"
+
+
+def _size(n: int) -> str:
+    return f"{n:,} bytes ({n / 2**20:.2f} MiB)"
+
+
+def onnx_command(
+    model_dir: Path = typer.Argument(..., help="Hugging Face model folder: config.json, safetensors, tokenizer."),
+    out_dir: Path = typer.Argument(..., help="Bundle folder to create; it must not exist unless --overwrite."),
+    quantization: QuantizationChoice = typer.Option(
+        QuantizationChoice.fp32, "--quantization", "-q",
+        help="fp32 (checked against the source), int8 (dynamic, per channel) or int4 (block-wise MatMulNBits).",
+    ),
+    block_size: int | None = typer.Option(
+        None, help="INT4: weights per quantization block, a power of two >= 16 (default 32)."
+    ),
+    symmetric: bool | None = typer.Option(
+        None, "--symmetric/--asymmetric", help="INT4: symmetric blocks (no zero points) or asymmetric (the default)."
+    ),
+    accuracy_level: int | None = typer.Option(
+        None, help="INT4: MatMulNBits accuracy_level 0-4 (4: int8 activations, faster on CPU); unset by default."
+    ),
+    signing_key: str = typer.Option(..., envvar="TANDEM_SIGNING_KEY", help=SIGNING_KEY_HELP),
+    eval_data: Path = typer.Option(None, help=EVAL_DATA_HELP),
+    max_increase_pct: float = typer.Option(None, help=GATE_HELP),
+    name: str = typer.Option(None, help="Bundle name [default: the folder name]."),
+    overwrite: bool = typer.Option(False, help="Replace an existing folder (atomically)."),
+) -> None:
+    """Export to ONNX with KV cache (optimum-onnx), check the logits, quantize with ONNX Runtime, gate, sign."""
+    with cli_errors():
+        from export.errors import SpecError
+        from export.onnx.bundle import STEPS, build_onnx_bundle
+        from export.onnx.options import Int4Options
+        from export.signing_keys import load_private_key
+        from export.source import SourceModel
+        from sdk import __version__
+
+        given = {"--block-size": block_size, "--symmetric/--asymmetric": symmetric, "--accuracy-level": accuracy_level}
+        int4 = None
+        if quantization is QuantizationChoice.int4:
+            defaults = Int4Options()
+            int4 = Int4Options(
+                block_size=defaults.block_size if block_size is None else block_size,
+                symmetric=defaults.symmetric if symmetric is None else symmetric,
+                accuracy_level=accuracy_level,
+            )
+        elif any(value is not None for value in given.values()):
+            options = ", ".join(name for name, value in given.items() if value is not None)
+            raise SpecError(f"{options}: INT4 options, they need --quantization int4 (not {quantization.value})")
+
+        key = load_private_key(signing_key)
+        source = SourceModel.open(model_dir)
+        evaluation = load_evaluation(eval_data, max_increase_pct, quantization.value)
+        with step_progress() as progress:
+            task = progress.add_task("starting", total=len(STEPS))
+
+            def on_step(step: str) -> None:
+                progress.update(task, completed=STEPS.index(step), description=f"{step}...")
+
+            bundle = build_onnx_bundle(
+                source, out_dir, quantization.value, key, evaluation=evaluation, int4=int4, name=name,
+                overwrite=overwrite, tool_version=__version__, on_step=on_step,
+            )
+            progress.update(task, completed=len(STEPS), description="done")
+        artifact = bundle.artifact
+
+        table = Table(title=f"{quantization.value} ONNX of {source.arch} -> {bundle.path}", show_header=False)
+        for file_name in artifact.files:
+            table.add_row(file_name, _size((bundle.path / file_name).stat().st_size))
+        table.add_row("weights", _size(artifact.weight_bytes))
+        table.add_row("size ratio vs F16", f"{artifact.size_ratio_vs_f16:.3f} (F16 copy: {_size(artifact.f16_bytes)})")
+        check = artifact.check
+        table.add_row(
+            "logits max diff", f"{check.conversion_max_diff:.3g} (fp32 conversion, tolerance {check.atol:g})"
+        )
+        if artifact.quantization != "fp32":
+            table.add_row("", f"{check.artifact_max_diff:.3g} ({artifact.quantization} artifact, for information)")
+        types = Counter(kind.split(" ", 1)[0] for kind in artifact.tensor_types.values())
+        table.add_row("tensor types", ", ".join(f"{kind} x{count}" for kind, count in types.most_common()))
+        kv = artifact.io["kv_cache"]
+        table.add_row(
+            "KV cache", f"{kv['num_layers']} layers x {kv['num_kv_heads']} heads x {kv['head_dim']}, {kv['dtype']}"
+        )
+        if bundle.gate:
+            gate = bundle.gate
+            table.add_row("perplexity (source -> bundle)", f"{gate.source_perplexity:.4g} -> {gate.perplexity:.4g} "
+                          f"({gate.delta_pct:+.2f} %, gate {gate.max_increase_pct:g} %)")
+        if artifact.tied_embeddings:
+            table.add_row("tied embeddings", "stored once" if artifact.quantization != "int8" else "two int8 copies")
+        Console().print(table)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `onnx` command to ``app`` (the `tandem export` group)."""
+    app.command("onnx")(onnx_command)
