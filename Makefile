@@ -32,7 +32,8 @@ protos: $(STAMP)
 	$(BIN)/python protos/generate.py
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/toy_models.py
+	$(BIN)/python -m benchmarks.toy_models
+	$(BIN)/python -m benchmarks.export
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,6 +1,6 @@
 """How long the toy-model factory takes: cold builds per preset and cache hits.
 
-    python benchmarks/toy_models.py [--json] [--skip-bench] [--rounds N]
+    python -m benchmarks.toy_models [--json] [--skip-bench] [--rounds N]
 
 Goal (the foundation issue): a tiny model builds "in a second or two". Library imports are warmed first and
 reported apart, since every process pays them once whatever it builds.

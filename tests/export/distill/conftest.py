@@ -51,30 +51,9 @@ def small_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def mistral_teacher(tiny_llama: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny Mistral folder (the toy factory builds Llama and Qwen2 only): the toy Llama's tokenizer and
-    sizes, Mistral's config class, seeded random weights, untied embeddings."""
-    import shutil
-
-    import torch
-    from transformers import AutoModelForCausalLM, MistralConfig
-
-    from export.source import SourceModel
-
-    llama = SourceModel.open(tiny_llama).config
-    config = MistralConfig(
-        vocab_size=llama["vocab_size"], hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=False,
-        bos_token_id=llama["bos_token_id"], eos_token_id=llama["eos_token_id"], sliding_window=None,
-    )
-    out = tmp_path_factory.mktemp("mistral") / "tiny-mistral"
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = AutoModelForCausalLM.from_config(config)
-    model.save_pretrained(out, safe_serialization=True)
-    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
-        shutil.copyfile(tiny_llama / name, out / name)
-    return out
+def mistral_teacher(tiny_mistral: Path) -> Path:
+    """The toy factory's tiny Mistral (SentencePiece tokenizer)."""
+    return tiny_mistral
 
 
 @pytest.fixture(scope="session")

@@ -11,23 +11,15 @@ from export.onnx import Int4Options, OnnxArtifact
 
 
 @pytest.fixture(scope="session")
-def tiny_sources(tiny_llama: Path, tiny_qwen2: Path) -> dict[str, Path]:
-    """Tiny model folders by architecture; ``arch`` adds others on first use."""
-    return {"llama": tiny_llama, "qwen2": tiny_qwen2}
+def tiny_sources(tiny_llama: Path, tiny_qwen2: Path, tiny_mistral: Path) -> dict[str, Path]:
+    """Tiny model folders by architecture."""
+    return {"llama": tiny_llama, "qwen2": tiny_qwen2, "mistral": tiny_mistral}
 
 
 @pytest.fixture
-def arch(request: pytest.FixtureRequest, tiny_sources: dict[str, Path], toy_cache: Path) -> str:
-    """Indirect parameter: an architecture whose tiny model is built (mistral only where the toy-model
-    factory has that family)."""
-    from export.toy_models import FAMILIES, ToyModelSpec, cached_toy_model
-
-    name = request.param
-    if name not in tiny_sources:
-        if name not in FAMILIES:
-            pytest.skip(f"the toy-model factory has no {name} family")
-        tiny_sources[name] = cached_toy_model(ToyModelSpec.tiny(name), toy_cache)
-    return name
+def arch(request: pytest.FixtureRequest) -> str:
+    """Indirect parameter: an architecture of ``tiny_sources``."""
+    return request.param
 
 
 @pytest.fixture(scope="session")

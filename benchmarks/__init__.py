@@ -1,0 +1,1 @@
+"""Speed, size and quality measurements; run each as `python -m benchmarks.NAME` from the checkout."""
