@@ -56,11 +56,12 @@ def build_onnx_bundle(
         artifact = write_onnx(source, stage, quantization, int4=int4, on_step=on_step)
 
         on_step("evaluate")
+        tokenizer = source.load_tokenizer()
         gate = None
         if evaluation is not None:
             from export.onnx.runner import OnnxRunner
 
-            windows = evaluation.windows(source.load_tokenizer(), source.context_length)
+            windows = evaluation.windows(tokenizer, source.context_length)
             reference = hf_window_nll(source.load_model())
             gate = evaluation.check(
                 f"{quantization} ONNX", windows, reference, OnnxRunner(stage / artifact.model_file).window_nll()
@@ -81,7 +82,7 @@ def build_onnx_bundle(
             tensor_types=artifact.tensor_types,
             evaluation={**artifact.evaluation(), "quality_gate": gate.as_dict() if gate else None},
             tool_version=tool_version,
-            chat_template=source.load_tokenizer().chat_template,
+            chat_template=tokenizer.chat_template,
             extra=artifact.manifest_extra(),
         )
         manifest = seal_bundle(stage, draft, signing_key)

@@ -9,7 +9,7 @@ import pytest
 
 from edge_runtime.bundle import verify_bundle
 from export.build import run_build
-from export.errors import RecipeError
+from export.errors import QualityGateError, RecipeError
 from export.recipe import load_recipe
 from export.signing_keys import generate_keypair, load_private_key
 from export.source import SourceModel
@@ -95,7 +95,7 @@ def test_a_failing_target_leaves_no_output(workspace: Path) -> None:
     recipe = _write(workspace, BASE.replace("int4 = 50.0", "int4 = 0.0") + TARGETS, "strict.toml")
     key = load_private_key(workspace / "team.key")
     out = workspace / "strict-out"
-    with pytest.raises(Exception, match="int4 ONNX: perplexity"):
+    with pytest.raises(QualityGateError, match="int4 ONNX: perplexity"):
         run_build(load_recipe(recipe), out, key)
     assert not out.exists()
     assert not [p for p in workspace.iterdir() if p.name.startswith(".strict-out")]
