@@ -32,6 +32,7 @@ protos: $(STAMP)
 	$(BIN)/python protos/generate.py
 
 bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -c constraints/cpu.txt -e '.[dev,bench]'
 	$(BIN)/python -m benchmarks.toy_models
 	$(BIN)/python -m benchmarks.export
 

@@ -1,0 +1,1 @@
+"""Decoders over the runtime libraries, one module per bundle format; each imports its library lazily."""

@@ -1,0 +1,138 @@
+"""load_bundle: verify a bundle, check that it fits in memory, and return a (lazily loading) engine.
+
+    engine = load_bundle("assistant-q4/", trusted_keys=[load_public_key("tandem.pub")],
+                         options=EngineOptions(context_length=2048, threads=4))
+
+Order matters: the signature and every file's sha256 are checked before a byte of the model is parsed; the
+memory check runs on the manifest's own estimate (weights + KV bytes per token x context), here and again
+when the model is actually loaded (memory may have gone in between).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from edge_runtime.backends.options import DecoderOptions
+from edge_runtime.bundle import Manifest, verify_bundle
+from edge_runtime.chat import TokenizerFacts, load_chat_template
+from edge_runtime.decoder import Decoder
+from edge_runtime.engine import EngineInfo
+from edge_runtime.errors import InvalidRequestError, UnsupportedBundleError
+from edge_runtime.local_engine import DEFAULT_MAX_WAITING, LocalEngine
+from edge_runtime.memory import MemoryProbe, available_memory, check_memory
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+BACKENDS = {"gguf": "llama.cpp", "onnx": "onnxruntime"}
+"""Bundle format -> the runtime library that runs it."""
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    context_length: int | None = None
+    """Tokens of KV cache; None: the bundle's context length. Must not exceed it."""
+    threads: int | None = None
+    """CPU threads; None: the runtime library's default."""
+    max_waiting: int = DEFAULT_MAX_WAITING
+    """Requests that may queue behind the running one."""
+    allow_insufficient_memory: bool = False
+    """Load even when the memory estimate exceeds available memory (the OS may then swap or kill the app)."""
+    lazy: bool = True
+    """Load the model on the first request (True) or before load_bundle returns (False)."""
+
+    def __post_init__(self) -> None:
+        if self.context_length is not None and (not isinstance(self.context_length, int) or self.context_length < 2):
+            raise InvalidRequestError(f"context_length must be an integer >= 2, got {self.context_length!r}")
+        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
+            raise InvalidRequestError(f"threads must be an integer >= 1 or None, got {self.threads!r}")
+        if not isinstance(self.max_waiting, int) or self.max_waiting < 0:
+            raise InvalidRequestError(f"max_waiting must be an integer >= 0, got {self.max_waiting!r}")
+
+
+def _supported_architectures(fmt: str) -> frozenset[str]:
+    if fmt == "gguf":
+        from edge_runtime.backends.gguf import ARCHITECTURES
+    else:
+        from edge_runtime.backends.onnx import ARCHITECTURES
+    return ARCHITECTURES
+
+
+def _decoder_factory(
+    folder: Path, manifest: Manifest, options: DecoderOptions, eos_ids: frozenset[int]
+) -> Callable[[], Decoder]:
+    if manifest.format == "gguf":
+        from edge_runtime.backends.gguf import LlamaCppDecoder
+
+        return lambda: LlamaCppDecoder(folder / manifest.model_file, options, eos_ids)
+    from edge_runtime.backends.onnx import GraphIO, OnnxDecoder
+
+    io = GraphIO.from_manifest(manifest.extra)
+    return lambda: OnnxDecoder(folder, manifest.model_file, io, options, eos_ids)
+
+
+def load_bundle(
+    path: str | os.PathLike[str],
+    *,
+    trusted_keys: Iterable[Ed25519PublicKey],
+    options: EngineOptions | None = None,
+    memory_probe: MemoryProbe = available_memory,
+) -> LocalEngine:
+    """Verify the bundle at ``path`` and return an engine for it (the model loads lazily unless
+    ``options.lazy`` is False). ``memory_probe`` returns available bytes (host apps can inject their own).
+
+    Raises, from ``edge_runtime.errors``: BundleNotFoundError, SignatureError, ManifestError,
+    BundleIntegrityError, UnsupportedBundleError, InsufficientMemoryError, InvalidRequestError (options);
+    with ``lazy=False`` also ModelLoadError and BackendUnavailableError.
+    """
+    options = options or EngineOptions()
+    folder = Path(path)
+    manifest = verify_bundle(folder, trusted_keys)
+    if manifest.format not in BACKENDS:
+        raise UnsupportedBundleError(f"{manifest.name} is a {manifest.format!r} bundle; this runtime runs gguf and onnx")
+    supported = _supported_architectures(manifest.format)
+    if manifest.architecture not in supported:
+        raise UnsupportedBundleError(
+            f"{manifest.name} is a {manifest.architecture!r} model; the {BACKENDS[manifest.format]} backend runs "
+            f"{', '.join(sorted(supported))}: export it for a supported architecture or use the cloud"
+        )
+    context = options.context_length or manifest.context_length
+    if context > manifest.context_length:
+        raise InvalidRequestError(
+            f"context_length={context} exceeds the {manifest.context_length} tokens {manifest.name} was trained for"
+        )
+
+    def check() -> None:
+        if not options.allow_insufficient_memory:
+            check_memory(manifest, context, memory_probe)
+
+    check()
+    facts = TokenizerFacts.read(folder)
+    open_decoder = _decoder_factory(folder, manifest, DecoderOptions(context, options.threads), facts.eos_token_ids)
+
+    def open_checked() -> Decoder:
+        check()
+        return open_decoder()
+
+    info = EngineInfo(
+        model=manifest.name,
+        backend=BACKENDS[manifest.format],
+        context_length=context,
+        version=f"{manifest.files[manifest.model_file].sha256[:12]}",
+        details={
+            "format": manifest.format,
+            "quantization": manifest.quantization,
+            "architecture": manifest.architecture,
+            "parameters": manifest.parameters,
+            "path": str(folder),
+        },
+    )
+    template = load_chat_template(folder, manifest.chat_template, facts)
+    engine = LocalEngine(info, open_checked, template, manifest=manifest, max_waiting=options.max_waiting)
+    if not options.lazy:
+        engine.load()
+    return engine

@@ -1,0 +1,44 @@
+"""Next-token selection from one row of logits, shared by every local backend so they agree exactly.
+
+``pick`` returns the token and its logprob under the model's raw distribution (log-softmax of the logits,
+before temperature, top-k and top-p): that is the confidence signal the SDK's cascade reads.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edge_runtime.types import SamplingParams
+
+
+def logsumexp(logits: np.ndarray) -> float:
+    peak = float(logits.max())
+    return peak + float(np.log(np.exp(logits - peak).sum()))
+
+
+class Sampler:
+    """Greedy (argmax) or temperature / top-k / top-p sampling with a seeded generator, one per request."""
+
+    def __init__(self, params: SamplingParams) -> None:
+        self.params = params
+        self._rng = np.random.default_rng(params.seed)
+
+    def pick(self, logits: np.ndarray) -> tuple[int, float]:
+        """(token, logprob) from a (vocab,) float32 row of logits."""
+        token = int(logits.argmax()) if self.params.greedy else self._sample(logits)
+        return token, float(logits[token]) - logsumexp(logits)
+
+    def _sample(self, logits: np.ndarray) -> int:
+        params = self.params
+        scaled = logits.astype(np.float64) / params.temperature
+        if 0 < params.top_k < scaled.shape[0]:
+            candidates = np.argpartition(scaled, -params.top_k)[-params.top_k :]
+        else:
+            candidates = np.arange(scaled.shape[0])
+        order = candidates[np.argsort(scaled[candidates])[::-1]]  # most likely first
+        probs = np.exp(scaled[order] - scaled[order[0]])
+        probs /= probs.sum()
+        if params.top_p < 1.0:
+            keep = int(np.searchsorted(np.cumsum(probs), params.top_p)) + 1
+            order, probs = order[:keep], probs[:keep] / probs[:keep].sum()
+        return int(order[self._rng.choice(len(order), p=probs)])

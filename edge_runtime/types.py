@@ -1,0 +1,159 @@
+"""The types every engine speaks: a generation request in, a stream of token events out.
+
+    request = GenerationRequest(
+        messages=[Message("user", "Name three colours.")],
+        sampling=SamplingParams(temperature=0.0, max_tokens=64),
+    )
+    async for event in engine.generate(request):
+        print(event.text, end="")
+
+Everything is validated where it is built (``__post_init__``), so an engine never sees an invalid request;
+the errors are ``InvalidRequestError`` naming the field.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from edge_runtime.errors import InvalidRequestError
+
+ROLES = ("system", "user", "assistant", "tool")
+
+
+class FinishReason(StrEnum):
+    STOP = "stop"
+    """The model emitted an end-of-sequence token or a stop sequence matched."""
+    LENGTH = "length"
+    """max_tokens reached, or the context is full."""
+    ABORT = "abort"
+    """The request was cancelled (abort by id, the caller went away)."""
+
+
+@dataclass(frozen=True)
+class Message:
+    role: str
+    content: str
+
+    def __post_init__(self) -> None:
+        if self.role not in ROLES:
+            raise InvalidRequestError(f"message role {self.role!r} is not one of {', '.join(ROLES)}")
+        if not isinstance(self.content, str):
+            raise InvalidRequestError(f"message content must be a string, not {type(self.content).__name__}")
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to pick each next token. ``temperature=0`` is greedy decoding (top_p/top_k/seed are then unused)."""
+
+    temperature: float = 1.0
+    """0 for greedy; otherwise logits are divided by it before sampling."""
+    top_p: float = 1.0
+    """Nucleus sampling: keep the smallest set of tokens whose probability reaches top_p (0 < top_p <= 1)."""
+    top_k: int = 0
+    """Keep the k most likely tokens; 0 keeps all."""
+    max_tokens: int | None = 256
+    """Most tokens to generate; None: until the end of sequence or the end of the context."""
+    stop: tuple[str, ...] = ()
+    """Strings that end generation; the matched stop string is not part of the output."""
+    seed: int | None = None
+    """Seed of the sampler: the same seed, request and bundle give the same tokens."""
+    ignore_eos: bool = False
+    """Keep generating past the end-of-sequence token (benchmarks)."""
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.temperature, int | float) and math.isfinite(self.temperature)) or self.temperature < 0:
+            raise InvalidRequestError(f"temperature must be a finite number >= 0, got {self.temperature!r}")
+        if not (isinstance(self.top_p, int | float) and 0 < self.top_p <= 1):
+            raise InvalidRequestError(f"top_p must lie in (0, 1], got {self.top_p!r}")
+        if not isinstance(self.top_k, int) or isinstance(self.top_k, bool) or self.top_k < 0:
+            raise InvalidRequestError(f"top_k must be an integer >= 0 (0 = all tokens), got {self.top_k!r}")
+        if self.max_tokens is not None and (
+            not isinstance(self.max_tokens, int) or isinstance(self.max_tokens, bool) or self.max_tokens < 1
+        ):
+            raise InvalidRequestError(f"max_tokens must be an integer >= 1 or None, got {self.max_tokens!r}")
+        if isinstance(self.stop, str):
+            object.__setattr__(self, "stop", (self.stop,))
+        object.__setattr__(self, "stop", tuple(self.stop))
+        if any(not isinstance(s, str) or not s for s in self.stop):
+            raise InvalidRequestError(f"stop sequences must be non-empty strings, got {self.stop!r}")
+        if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0):
+            raise InvalidRequestError(f"seed must be an integer >= 0 or None, got {self.seed!r}")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0 or self.top_k == 1
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One generation: chat ``messages`` (formatted with the model's own template) or a raw ``prompt``.
+
+    ``assistant_prefix`` starts the answer with given text, and the stream yields exactly what follows it
+    (used to continue a partial answer on another engine). With a raw prompt the prefix is appended to it.
+    """
+
+    messages: Sequence[Message] | None = None
+    prompt: str | None = None
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    assistant_prefix: str = ""
+    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    def __post_init__(self) -> None:
+        if (self.messages is None) == (self.prompt is None):
+            raise InvalidRequestError("give either messages or prompt, not both and not neither")
+        if self.messages is not None:
+            messages = tuple(self.messages)
+            if not messages:
+                raise InvalidRequestError("messages is empty; give at least one message")
+            if any(not isinstance(m, Message) for m in messages):
+                raise InvalidRequestError("messages must be edge_runtime.Message objects")
+            object.__setattr__(self, "messages", messages)
+        elif not isinstance(self.prompt, str) or not self.prompt:
+            raise InvalidRequestError("prompt must be a non-empty string")
+        if not isinstance(self.assistant_prefix, str):
+            raise InvalidRequestError("assistant_prefix must be a string")
+        if not isinstance(self.sampling, SamplingParams):
+            raise InvalidRequestError("sampling must be an edge_runtime.SamplingParams")
+        if not isinstance(self.request_id, str) or not self.request_id:
+            raise InvalidRequestError("request_id must be a non-empty string")
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int = 0
+    """Prompt tokens whose KV cache was reused from the previous request."""
+
+
+@dataclass(frozen=True)
+class TokenEvent:
+    """One generated token. ``text`` is the new text it makes visible: it can be empty (an incomplete UTF-8
+    character, text held back while it may start a stop sequence, an end-of-sequence token) and it can hold
+    text of earlier tokens released at once. The concatenated ``text`` of a stream is the whole answer."""
+
+    text: str
+    token_id: int | None
+    """None only on the closing event of an aborted stream, which carries no token."""
+    logprob: float | None
+    """Natural log of the chosen token's probability under the model (before temperature/top-k/top-p);
+    None only when token_id is None."""
+    finish_reason: FinishReason | None = None
+    """Set on the last event only."""
+    usage: Usage | None = None
+    """Set on the last event only."""
+
+
+@dataclass(frozen=True)
+class Completion:
+    """A whole generation, as collected from a stream (``edge_runtime.collect``)."""
+
+    text: str
+    token_ids: tuple[int, ...]
+    logprobs: tuple[float, ...]
+    finish_reason: FinishReason
+    usage: Usage
