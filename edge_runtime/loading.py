@@ -93,7 +93,9 @@ def load_bundle(
     folder = Path(path)
     manifest = verify_bundle(folder, trusted_keys)
     if manifest.format not in BACKENDS:
-        raise UnsupportedBundleError(f"{manifest.name} is a {manifest.format!r} bundle; this runtime runs gguf and onnx")
+        raise UnsupportedBundleError(
+            f"{manifest.name} is a {manifest.format!r} bundle; this runtime runs gguf and onnx bundles"
+        )
     supported = _supported_architectures(manifest.format)
     if manifest.architecture not in supported:
         raise UnsupportedBundleError(

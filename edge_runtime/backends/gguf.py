@@ -10,7 +10,7 @@ from __future__ import annotations
 import ctypes
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -27,7 +27,7 @@ ARCHITECTURES = frozenset({"llama", "mistral", "qwen2"})
 MAX_BATCH = 512
 
 
-def _import_llama_cpp():  # noqa: ANN202 - the module
+def _import_llama_cpp() -> Any:
     try:
         import llama_cpp
     except ImportError as exc:
