@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
 from pathlib import Path
@@ -43,17 +43,34 @@ class TokenizerFacts:
     eos_token: str | None
     eos_token_ids: frozenset[int]
     """From generation_config.json; backends add the tokenizer's own end-of-sequence ids."""
+    special_tokens: dict[str, Any] = field(default_factory=dict)
+    """Every special token by name (unk_token, pad_token, additional_special_tokens...), for templates."""
 
     @classmethod
     def read(cls, folder: Path) -> TokenizerFacts:
         config = _read_json(folder / "tokenizer_config.json") | _read_json(folder / "special_tokens_map.json")
         eos = _read_json(folder / "generation_config.json").get("eos_token_id")
         ids = [eos] if isinstance(eos, int) else eos if isinstance(eos, list) else []
+        special: dict[str, Any] = {}
+        for name, value in config.items():
+            if name.endswith("_token") and _token_text(value) is not None:
+                special[name] = _token_text(value)
+        extra = config.get("additional_special_tokens")
+        if isinstance(extra, list):
+            special["additional_special_tokens"] = [t for t in map(_token_text, extra) if t is not None]
         return cls(
             bos_token=_token_text(config.get("bos_token")),
             eos_token=_token_text(config.get("eos_token")),
             eos_token_ids=frozenset(i for i in ids if isinstance(i, int)),
+            special_tokens=special,
         )
+
+
+def _tojson(
+    value: Any, ensure_ascii: bool = False, indent: int | None = None, separators: Any = None, sort_keys: bool = False
+) -> str:
+    """transformers' ``tojson`` filter (not Jinja's, which escapes HTML)."""
+    return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
 
 
 class ChatTemplate:
@@ -76,7 +93,7 @@ class ChatTemplate:
         )
         env.globals["raise_exception"] = raise_exception
         env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
-        env.filters["tojson"] = lambda value, indent=None: json.dumps(value, ensure_ascii=False, indent=indent)
+        env.filters["tojson"] = _tojson
         try:
             return env.from_string(self.source)
         except jinja2.exceptions.TemplateError as exc:
@@ -87,12 +104,17 @@ class ChatTemplate:
 
         try:
             return self._template.render(
-                messages=[{"role": m.role, "content": m.content} for m in messages],
-                add_generation_prompt=add_generation_prompt,
-                bos_token=self.facts.bos_token or "",
-                eos_token=self.facts.eos_token or "",
+                self.facts.special_tokens
+                | {
+                    "messages": [{"role": m.role, "content": m.content} for m in messages],
+                    "add_generation_prompt": add_generation_prompt,
+                    "bos_token": self.facts.bos_token or "",
+                    "eos_token": self.facts.eos_token or "",
+                    "tools": None,
+                    "documents": None,
+                }
             )
-        except jinja2.exceptions.TemplateError as exc:
+        except (jinja2.exceptions.TemplateError, TypeError, ValueError) as exc:
             raise InvalidRequestError(f"the model's chat template rejected these messages: {exc}") from exc
 
 

@@ -14,7 +14,10 @@ from collections.abc import Callable, Sequence
 
 _INCOMPLETE = "\ufffd"
 PROMPT_CONTEXT_TOKENS = 5
-"""Prompt tokens decoded before the first new token, so that word-boundary rules see their left context."""
+"""Prompt tokens decoded before the first new token, so that word-boundary rules see their left context;
+the window reaches further back (up to MAX_PROMPT_CONTEXT_TOKENS) while it decodes to nothing (special
+tokens), since a SentencePiece decoder strips the leading space of whatever text comes first."""
+MAX_PROMPT_CONTEXT_TOKENS = 64
 
 
 class PieceDetokenizer:
@@ -32,7 +35,11 @@ class PieceDetokenizer:
 class WindowDetokenizer:
     def __init__(self, decode: Callable[[list[int]], str], prompt_ids: Sequence[int]) -> None:
         self._decode = decode
-        self._ids = list(prompt_ids[-PROMPT_CONTEXT_TOKENS:])
+        start = max(len(prompt_ids) - PROMPT_CONTEXT_TOKENS, 0)
+        floor = max(len(prompt_ids) - MAX_PROMPT_CONTEXT_TOKENS, 0)
+        while start > floor and not decode(list(prompt_ids[start:])):
+            start = max(start - PROMPT_CONTEXT_TOKENS, floor)
+        self._ids = list(prompt_ids[start:])
         self._prefix_offset = 0
         self._read_offset = len(self._ids)
 

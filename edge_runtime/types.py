@@ -75,9 +75,14 @@ class SamplingParams:
             not isinstance(self.max_tokens, int) or isinstance(self.max_tokens, bool) or self.max_tokens < 1
         ):
             raise InvalidRequestError(f"max_tokens must be an integer >= 1 or None, got {self.max_tokens!r}")
-        if isinstance(self.stop, str):
+        if self.stop is None:
+            object.__setattr__(self, "stop", ())
+        elif isinstance(self.stop, str):
             object.__setattr__(self, "stop", (self.stop,))
-        object.__setattr__(self, "stop", tuple(self.stop))
+        elif isinstance(self.stop, list | tuple):
+            object.__setattr__(self, "stop", tuple(self.stop))
+        else:
+            raise InvalidRequestError(f"stop must be a string or a list of strings, got {self.stop!r}")
         if any(not isinstance(s, str) or not s for s in self.stop):
             raise InvalidRequestError(f"stop sequences must be non-empty strings, got {self.stop!r}")
         if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0):
@@ -106,6 +111,8 @@ class GenerationRequest:
         if (self.messages is None) == (self.prompt is None):
             raise InvalidRequestError("give either messages or prompt, not both and not neither")
         if self.messages is not None:
+            if not isinstance(self.messages, list | tuple):
+                raise InvalidRequestError(f"messages must be a list of Message, got {type(self.messages).__name__}")
             messages = tuple(self.messages)
             if not messages:
                 raise InvalidRequestError("messages is empty; give at least one message")

@@ -2,6 +2,8 @@
 
 The decoder drives ``Llama.eval`` and reads the last position's logits straight from llama.cpp's buffer,
 so sampling, logprobs, stop sequences and detokenization are the engine's own and match the ONNX backend.
+Text is tokenized with the bundle's tokenizer.json like the source model (see ``edge_runtime.tokenizer``);
+llama.cpp's own tokenizer is the fallback for a GGUF bundle without one.
 A new prompt reuses the KV cache of the prefix it shares with the previous sequence (multi-turn chats).
 """
 
@@ -15,8 +17,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edge_runtime.backends.options import DecoderOptions
+from edge_runtime.decoder import Detokenizer
 from edge_runtime.detokenize import PieceDetokenizer
 from edge_runtime.errors import BackendUnavailableError, GenerationError, ModelLoadError
+from edge_runtime.tokenizer import TOKENIZER_FILE, BundleTokenizer
 
 if TYPE_CHECKING:
     import llama_cpp
@@ -40,6 +44,8 @@ def _import_llama_cpp() -> Any:
 class LlamaCppDecoder:
     def __init__(self, model_file: Path, options: DecoderOptions, eos_token_ids: frozenset[int]) -> None:
         llama_cpp = _import_llama_cpp()
+        tokenizer_file = model_file.parent / TOKENIZER_FILE
+        self.tokenizer = BundleTokenizer(tokenizer_file) if tokenizer_file.is_file() else None
         try:
             self.llm: llama_cpp.Llama = llama_cpp.Llama(
                 model_path=str(model_file),
@@ -53,15 +59,20 @@ class LlamaCppDecoder:
         except (ValueError, RuntimeError, OSError) as exc:
             raise ModelLoadError(f"llama.cpp cannot load {model_file.name}: {exc}") from exc
         self._llama_cpp = llama_cpp
-        self.context_length = self.llm.n_ctx()
+        # llama.cpp may round its cache up (to a multiple of 256); the engine keeps to the asked length
+        self.context_length = min(options.context_length, self.llm.n_ctx())
         self.n_vocab = self.llm.n_vocab()
         eos = self.llm.token_eos()
         self.eos_token_ids = eos_token_ids | ({eos} if eos >= 0 else set())
 
     def tokenize(self, text: str, *, add_special: bool) -> list[int]:
+        if self.tokenizer is not None:
+            return self.tokenizer.tokenize(text, add_special=add_special)
         return self.llm.tokenize(text.encode("utf-8"), add_bos=add_special, special=True)
 
-    def detokenizer(self, prompt_ids: Sequence[int]) -> PieceDetokenizer:
+    def detokenizer(self, prompt_ids: Sequence[int]) -> Detokenizer:
+        if self.tokenizer is not None:
+            return self.tokenizer.detokenizer(prompt_ids)
         return PieceDetokenizer(lambda token: self.llm.detokenize([token]))
 
     def prefill(self, token_ids: Sequence[int]) -> tuple[np.ndarray, int]:

@@ -4,7 +4,7 @@ The graph is an optimum "text-generation-with-past" decoder whose names and cach
 into ``manifest.extra["onnx"]["io"]``. Each step binds the previous step's ``present.*`` OrtValues as this
 step's ``past_key_values.*`` inputs, so the cache never round-trips through numpy. (Measured against
 onnxruntime-genai's generator on the benchmark model: the same decode speed, without a 170 MB dependency on
-the device; see BENCHMARKS.md.) Tokenization uses the bundle's tokenizer.json through ``tokenizers``.
+the device; see BENCHMARKS.md.)
 """
 
 from __future__ import annotations
@@ -26,14 +26,13 @@ from edge_runtime.errors import (
     ModelLoadError,
     UnsupportedBundleError,
 )
+from edge_runtime.tokenizer import TOKENIZER_FILE, BundleTokenizer
 
 if TYPE_CHECKING:
     import onnxruntime
 
 ARCHITECTURES = frozenset({"llama", "mistral", "qwen2"})
 """Source architectures whose ONNX bundles are verified against transformers (tests/edge_runtime)."""
-
-TOKENIZER_FILE = "tokenizer.json"
 
 
 @dataclass(frozen=True)
@@ -69,16 +68,14 @@ class GraphIO:
             ) from exc
 
 
-def _import_runtime() -> tuple[Any, Any]:
+def _import_onnxruntime() -> Any:
     try:
         import onnxruntime
-        import tokenizers
     except ImportError as exc:
         raise BackendUnavailableError(
-            f"ONNX bundles need onnxruntime and tokenizers ({exc.name} is missing): "
-            "pip install 'tandem-inference[edge]'"
+            "ONNX bundles run on ONNX Runtime, which is not installed: pip install 'tandem-inference[edge]'"
         ) from exc
-    return onnxruntime, tokenizers
+    return onnxruntime
 
 
 _ELEMENT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
@@ -100,7 +97,7 @@ def _last_row(logits: Any) -> np.ndarray:
 class OnnxDecoder:
     def __init__(self, folder: Path, model_file: str, io: GraphIO, options: DecoderOptions,
                  eos_token_ids: frozenset[int]) -> None:
-        ort, tokenizers = _import_runtime()
+        ort = _import_onnxruntime()
         session_options = ort.SessionOptions()
         session_options.log_severity_level = 3
         if options.threads:
@@ -117,10 +114,7 @@ class OnnxDecoder:
             raise UnsupportedBundleError(
                 f"{model_file} lacks the inputs its manifest names ({', '.join(missing[:4])}): re-export the bundle"
             )
-        try:
-            self.tokenizer = tokenizers.Tokenizer.from_file(str(folder / TOKENIZER_FILE))
-        except Exception as exc:  # tokenizers raises its own Exception subclass
-            raise ModelLoadError(f"the bundle's {TOKENIZER_FILE} cannot be read: {exc}") from exc
+        self.tokenizer = BundleTokenizer(folder / TOKENIZER_FILE)
         self.io = io
         self.context_length = options.context_length
         self.eos_token_ids = eos_token_ids
@@ -133,11 +127,10 @@ class OnnxDecoder:
         self._length = 0
 
     def tokenize(self, text: str, *, add_special: bool) -> list[int]:
-        return self.tokenizer.encode(text, add_special_tokens=add_special).ids
+        return self.tokenizer.tokenize(text, add_special=add_special)
 
     def detokenizer(self, prompt_ids: Sequence[int]) -> WindowDetokenizer:
-        decode = self.tokenizer.decode
-        return WindowDetokenizer(lambda ids: decode(ids, skip_special_tokens=True), prompt_ids)
+        return self.tokenizer.detokenizer(prompt_ids)
 
     def prefill(self, token_ids: Sequence[int]) -> tuple[np.ndarray, int]:
         self._past, self._length = [], 0
