@@ -41,6 +41,8 @@ class _Job:
     cancelled: threading.Event = field(default_factory=threading.Event)
     aborted: bool = False
     """Cancelled by abort(id): the stream gets a closing ABORT event (a caller that left gets nothing)."""
+    finished: bool = False
+    """The caller has read the end of the stream."""
 
     def send(self, item: Any) -> None:
         try:
@@ -118,6 +120,7 @@ class LocalEngine:
             self._wake.notify_all()
         for job in waiting:
             job.send(EngineClosedError(f"{self._info.model}: the engine was closed before this request ran"))
+            job.send(_END)
         if self._worker is not None and self._worker is not threading.current_thread():
             self._worker.join()
         self.unload()
@@ -142,15 +145,26 @@ class LocalEngine:
     async def generate(self, request: GenerationRequest) -> AsyncIterator[TokenEvent]:
         job = self._submit(request, asyncio.get_running_loop())
         try:
-            while True:
-                item = await job.events.get()
-                if item is _END:
-                    return
+            while (item := await job.events.get()) is not _END:
                 if isinstance(item, BaseException):
                     raise item
                 yield item
+            job.finished = True
         finally:
-            job.cancelled.set()
+            if not job.finished:
+                await self._cancel(job)
+
+    async def _cancel(self, job: _Job) -> None:
+        """The caller left: drop the job from the queue, or stop it and wait (one decode step) until the
+        model is free, so that whoever comes next starts at once."""
+        job.cancelled.set()
+        with self._wake:
+            if job in self._jobs:
+                self._jobs.remove(job)
+                return
+        while await job.events.get() is not _END:
+            pass
+        job.finished = True
 
     async def abort(self, request_id: str) -> bool:
         with self._wake:
@@ -209,6 +223,8 @@ class LocalEngine:
                 usage = run_generation(decoder, self.template, job.request, job.send, job.cancelled.is_set)
             if job.aborted:
                 job.send(TokenEvent("", None, None, FinishReason.ABORT, usage))
+            elif self._closed and job.cancelled.is_set():
+                job.send(EngineClosedError(f"{self._info.model}: the engine was closed during this request"))
         except EdgeRuntimeError as exc:
             job.send(exc)
         except Exception as exc:  # a native library's own error: report it, keep serving

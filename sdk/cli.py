@@ -1,6 +1,7 @@
 """The `tandem` command line: one entry point that mounts each package's commands.
 
     tandem export ...   export/cli.py          (ML engineers)
+    tandem edge ...     edge_runtime/cli.py    (app developers: run a bundle here)
     tandem cloud ...    cloud_service/cli.py   (backend teams)
     tandem demo         sdk/_demo.py           (everyone: the end-to-end run)
 
@@ -20,6 +21,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from cloud_service.cli import app as cloud_app
+from edge_runtime.cli import app as edge_app
 from export.cli import app as export_app
 
 app = typer.Typer(
@@ -29,13 +31,15 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 app.add_typer(export_app)
+app.add_typer(edge_app)
 app.add_typer(cloud_app)
 
 # Which extra brings each optional top-level module, for the message when one is missing.
 _EXTRA_OF_MODULE = {
     "torch": "export",
     "transformers": "export",
-    "tokenizers": "export",
+    "tokenizers": "edge",
+    "jinja2": "edge",
     "safetensors": "export",
     "gguf": "export",
     "optimum": "export",

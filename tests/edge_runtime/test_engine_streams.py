@@ -99,6 +99,7 @@ def test_leaving_a_stream_early_cancels_it_and_the_next_request_runs(engine):
         async for _ in stream:
             break
         await stream.aclose()
+        assert engine.running == 0  # aclose returns once the model is free
         return await collect(engine.generate(_greedy(8)))
 
     completion = asyncio.run(run())
@@ -213,3 +214,21 @@ def test_an_end_of_sequence_token_ends_the_stream_unless_ignored(bundles, truste
     assert stopped.finish_reason is FinishReason.STOP
     assert stopped.token_ids == (first,) and stopped.text == "" and stopped.logprobs[0] < 0
     assert ignored.finish_reason is FinishReason.LENGTH and ignored.usage.completion_tokens == 10
+
+
+def test_closing_the_engine_fails_waiting_requests_and_stops_the_running_one(engine):
+    from edge_runtime import EngineClosedError
+
+    async def run():
+        running = asyncio.create_task(_events(engine, _greedy(400)))
+        while not engine.running:
+            await asyncio.sleep(0.001)
+        waiting = asyncio.create_task(_events(engine, _greedy(4)))
+        await asyncio.sleep(0)
+        await asyncio.to_thread(engine.close)
+        with pytest.raises(EngineClosedError, match="closed before this request ran"):
+            await waiting
+        with pytest.raises(EngineClosedError, match="closed during this request"):
+            await running
+
+    asyncio.run(run())
