@@ -9,10 +9,14 @@ import asyncio
 import json
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+
+if TYPE_CHECKING:
+    from edge_runtime import GenerationRequest, LocalEngine
 
 app = typer.Typer(name="edge", help="Run signed bundles on this machine.", no_args_is_help=True)
 console = Console(stderr=True)
@@ -82,7 +86,7 @@ def generate(
     )
 
 
-async def _stream(engine, request, *, echo: bool) -> dict:  # noqa: ANN001 - LocalEngine, GenerationRequest
+async def _stream(engine: LocalEngine, request: GenerationRequest, *, echo: bool) -> dict[str, Any]:
     started = time.perf_counter()
     first = last = started
     text, ids, logprobs, finish, usage = [], [], [], None, None

@@ -16,14 +16,14 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edge_runtime import GenerationRequest, Message, SamplingParams, collect, load_bundle
+from edge_runtime import GenerationRequest, LocalEngine, Message, SamplingParams, collect, load_bundle
 from export.gguf.pipeline import build_gguf_bundle
 from export.onnx.bundle import build_onnx_bundle
 from export.source import SourceModel
 from export.toy_models import ToyModelSpec, cached_toy_model
 
 
-async def run(engine) -> None:  # noqa: ANN001 - an edge_runtime.LocalEngine
+async def run(engine: LocalEngine) -> None:
     chat = [Message("system", "You answer briefly."), Message("user", "Name three colours.")]
     greedy = SamplingParams(temperature=0.0, max_tokens=16)
 
