@@ -29,7 +29,7 @@ from edge_runtime import (
     load_bundle,
 )
 from edge_runtime.bundle import MANIFEST_FILE, SIGNATURE_FILE, Manifest
-from edge_runtime.memory import RUNTIME_OVERHEAD_BYTES, memory_needed
+from edge_runtime.memory import memory_needed, runtime_allowance
 from export.bundle_writer import seal_bundle
 
 FORMATS = [("gguf", "f32"), ("onnx", "fp32")]
@@ -118,7 +118,7 @@ def test_memory_refusal_names_what_is_needed_and_available_and_can_be_overridden
         load_bundle(bundle, trusted_keys=trusted, memory_probe=tiny)
     manifest = Manifest.from_json((bundle / MANIFEST_FILE).read_bytes())
     assert caught.value.needed_bytes == memory_needed(manifest, manifest.context_length)
-    assert caught.value.needed_bytes > manifest.memory.weight_bytes + RUNTIME_OVERHEAD_BYTES
+    assert caught.value.needed_bytes > manifest.memory.weight_bytes + runtime_allowance(manifest)
     assert caught.value.available_bytes == 1 << 20
     engine = load_bundle(
         bundle, trusted_keys=trusted, memory_probe=tiny, options=EngineOptions(allow_insufficient_memory=True)
