@@ -1,32 +1,89 @@
-"""One request's decode loop over a Decoder: prompt -> prefill -> (pick, detokenize, stop?, decode_one_token)*.
+"""One request's generation, split in two so that single-sequence and batching engines share it:
 
-Runs on the engine's worker thread; ``emit`` hands each TokenEvent to the caller's event loop and
-``cancelled`` is polled before every token, so a cancel takes effect within one decode step.
+- ``SequenceState`` turns each row of logits into the next TokenEvent (sampling, end of sequence, stop
+  sequences, detokenization, max_tokens and context limits, usage);
+- ``run_generation`` is the single-sequence loop over a Decoder: prompt -> prefill -> (advance,
+  decode_one_token)*. It runs on the engine's worker thread; ``emit`` hands each event to the caller's loop
+  and ``cancelled`` is polled before every token, so a cancel takes effect within one decode step.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+
+import numpy as np
 
 from edge_runtime.chat import ChatTemplate, prompt_text
-from edge_runtime.decoder import Decoder
+from edge_runtime.decoder import Decoder, Detokenizer
 from edge_runtime.errors import PromptTooLongError
 from edge_runtime.sampling import Sampler
 from edge_runtime.stops import StopMatcher
 from edge_runtime.types import FinishReason, GenerationRequest, TokenEvent, Usage
 
 
+def check_prompt_length(prompt_tokens: int, context_length: int) -> None:
+    if prompt_tokens >= context_length:
+        raise PromptTooLongError(
+            f"the prompt is {prompt_tokens} tokens; this engine's context holds {context_length}, leaving no "
+            "room to generate: shorten the prompt or send it to a model with a longer context",
+            prompt_tokens=prompt_tokens,
+            context_length=context_length,
+        )
+
+
 def encode_prompt(decoder: Decoder, request: GenerationRequest, template: ChatTemplate | None) -> list[int]:
     text, add_special = prompt_text(request, template)
     ids = decoder.tokenize(text, add_special=add_special)
-    if len(ids) >= decoder.context_length:
-        raise PromptTooLongError(
-            f"the prompt is {len(ids)} tokens; this engine's context holds {decoder.context_length}, leaving no "
-            "room to generate: shorten the prompt or send it to a model with a longer context",
-            prompt_tokens=len(ids),
-            context_length=decoder.context_length,
-        )
+    check_prompt_length(len(ids), decoder.context_length)
     return ids
+
+
+class SequenceState:
+    """The per-request part of decoding: everything between a row of logits and a TokenEvent."""
+
+    def __init__(
+        self,
+        request: GenerationRequest,
+        prompt_ids: Sequence[int],
+        *,
+        context_length: int,
+        eos_token_ids: frozenset[int],
+        detokenizer: Detokenizer,
+        cached_tokens: int = 0,
+    ) -> None:
+        params = request.sampling
+        room = context_length - len(prompt_ids)
+        self.max_new = room if params.max_tokens is None else min(params.max_tokens, room)
+        self.eos = frozenset() if params.ignore_eos else eos_token_ids
+        self.prompt_tokens = len(prompt_ids)
+        self.cached_tokens = cached_tokens
+        self.generated = 0
+        self.finish_reason: FinishReason | None = None
+        self._sampler = Sampler(params)
+        self._stops = StopMatcher(params.stop)
+        self._detokenizer = detokenizer
+
+    @property
+    def usage(self) -> Usage:
+        return Usage(self.prompt_tokens, self.generated, self.cached_tokens)
+
+    def advance(self, logits: np.ndarray) -> TokenEvent:
+        """Pick the next token from its (vocab,) logits; the event is the last when ``finish_reason`` is set."""
+        token, logprob = self._sampler.pick(logits)
+        self.generated += 1
+        finish: FinishReason | None = FinishReason.STOP if token in self.eos else None
+        text, matched = self._stops.feed("" if finish else self._detokenizer.add(token))
+        if matched:
+            finish = FinishReason.STOP
+        elif finish is None and self.generated >= self.max_new:
+            finish = FinishReason.LENGTH
+        if finish is not None and not matched:
+            tail, matched = self._stops.feed(self._detokenizer.flush())
+            text += tail if matched else tail + self._stops.flush()
+        if finish is None:
+            return TokenEvent(text, token, logprob)
+        self.finish_reason = finish
+        return TokenEvent(text, token, logprob, finish, self.usage)
 
 
 def run_generation(
@@ -38,31 +95,15 @@ def run_generation(
 ) -> Usage:
     """Generate until a finish condition or a cancel; returns the usage (also sent on the last event)."""
     prompt_ids = encode_prompt(decoder, request, template)
-    params = request.sampling
-    room = decoder.context_length - len(prompt_ids)
-    max_new = room if params.max_tokens is None else min(params.max_tokens, room)
-    eos = frozenset() if params.ignore_eos else decoder.eos_token_ids
-    sampler, stops, detokenizer = Sampler(params), StopMatcher(params.stop), decoder.detokenizer(prompt_ids)
-
     logits, cached = decoder.prefill(prompt_ids)
-    generated = 0
-    while True:
-        if cancelled():
-            return Usage(len(prompt_ids), generated, cached)
-        token, logprob = sampler.pick(logits)
-        generated += 1
-        finish: FinishReason | None = FinishReason.STOP if token in eos else None
-        text, matched = stops.feed("" if finish else detokenizer.add(token))
-        if matched:
-            finish = FinishReason.STOP
-        elif finish is None and generated >= max_new:
-            finish = FinishReason.LENGTH
-        if finish is not None and not matched:
-            tail, matched = stops.feed(detokenizer.flush())
-            text += tail if matched else tail + stops.flush()
-        if finish is not None:
-            usage = Usage(len(prompt_ids), generated, cached)
-            emit(TokenEvent(text, token, logprob, finish, usage))
-            return usage
-        emit(TokenEvent(text, token, logprob))
-        logits = decoder.decode_one_token(token)
+    state = SequenceState(
+        request, prompt_ids, context_length=decoder.context_length, eos_token_ids=decoder.eos_token_ids,
+        detokenizer=decoder.detokenizer(prompt_ids), cached_tokens=cached,
+    )
+    while not cancelled():
+        event = state.advance(logits)
+        emit(event)
+        if event.finish_reason is not None:
+            break
+        logits = decoder.decode_one_token(event.token_id)  # type: ignore[arg-type]
+    return state.usage
