@@ -14,10 +14,9 @@ import collections
 import logging
 import threading
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
-from typing import Any
 
 from edge_runtime.bundle import Manifest
+from edge_runtime.channel import END, RequestChannel
 from edge_runtime.chat import ChatTemplate
 from edge_runtime.decoder import Decoder
 from edge_runtime.engine import EngineInfo
@@ -29,27 +28,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_WAITING = 32
 """Requests that may wait behind the running one before new ones get EngineBusyError."""
-
-_END = object()
-
-
-@dataclass(eq=False)
-class _Job:
-    request: GenerationRequest
-    loop: asyncio.AbstractEventLoop
-    events: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
-    cancelled: threading.Event = field(default_factory=threading.Event)
-    aborted: bool = False
-    """Cancelled by abort(id): the stream gets a closing ABORT event (a caller that left gets nothing)."""
-    finished: bool = False
-    """The caller has read the end of the stream."""
-
-    def send(self, item: Any) -> None:
-        try:
-            self.loop.call_soon_threadsafe(self.events.put_nowait, item)
-        except RuntimeError:  # the caller's loop is closed: nobody is listening any more
-            self.cancelled.set()
-
 
 class LocalEngine:
     """An Engine over a Decoder; build one with ``edge_runtime.load_bundle``."""
@@ -71,9 +49,9 @@ class LocalEngine:
         self.max_waiting = max_waiting
         self._decoder: Decoder | None = None
         self._decoder_lock = threading.Lock()
-        self._jobs: collections.deque[_Job] = collections.deque()
+        self._jobs: collections.deque[RequestChannel] = collections.deque()
         self._wake = threading.Condition()
-        self._running: _Job | None = None
+        self._running: RequestChannel | None = None
         self._closed = False
         self._worker: threading.Thread | None = None
 
@@ -120,7 +98,7 @@ class LocalEngine:
             self._wake.notify_all()
         for job in waiting:
             job.send(EngineClosedError(f"{self._info.model}: the engine was closed before this request ran"))
-            job.send(_END)
+            job.send(END)
         if self._worker is not None and self._worker is not threading.current_thread():
             self._worker.join()
         self.unload()
@@ -143,28 +121,21 @@ class LocalEngine:
     # -- the Engine protocol ---------------------------------------------------------------------------------
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[TokenEvent]:
-        job = self._submit(request, asyncio.get_running_loop())
+        stream = self._submit(request, asyncio.get_running_loop()).stream(self._left)
         try:
-            while (item := await job.events.get()) is not _END:
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-            job.finished = True
+            async for event in stream:
+                yield event
         finally:
-            if not job.finished:
-                await self._cancel(job)
+            await stream.aclose()
 
-    async def _cancel(self, job: _Job) -> None:
-        """The caller left: drop the job from the queue, or stop it and wait (one decode step) until the
+    async def _left(self, job: RequestChannel) -> None:
+        """The caller left: drop the job from the queue, or wait (one decode step) until it stopped and the
         model is free, so that whoever comes next starts at once."""
-        job.cancelled.set()
         with self._wake:
             if job in self._jobs:
                 self._jobs.remove(job)
                 return
-        while await job.events.get() is not _END:
-            pass
-        job.finished = True
+        await job.wait_until_end()
 
     async def abort(self, request_id: str) -> bool:
         with self._wake:
@@ -179,10 +150,10 @@ class LocalEngine:
             target.cancelled.set()
         if queued is not None:
             queued.send(TokenEvent("", None, None, FinishReason.ABORT, Usage(0, 0)))
-            queued.send(_END)
+            queued.send(END)
         return True
 
-    def _submit(self, request: GenerationRequest, loop: asyncio.AbstractEventLoop) -> _Job:
+    def _submit(self, request: GenerationRequest, loop: asyncio.AbstractEventLoop) -> RequestChannel:
         with self._wake:
             self._check_open()
             if len(self._jobs) >= self.max_waiting:
@@ -190,7 +161,7 @@ class LocalEngine:
                     f"{self._info.model}: {len(self._jobs)} requests are already waiting (max_waiting="
                     f"{self.max_waiting}); retry later or send this one to the cloud"
                 )
-            job = _Job(request, loop)
+            job = RequestChannel(request, loop)
             self._jobs.append(job)
             if self._worker is None:
                 self._worker = threading.Thread(target=self._serve, name=f"tandem-edge-{self._info.model}", daemon=True)
@@ -214,9 +185,9 @@ class LocalEngine:
             finally:
                 with self._wake:
                     self._running = None
-                job.send(_END)
+                job.send(END)
 
-    def _run(self, job: _Job) -> None:
+    def _run(self, job: RequestChannel) -> None:
         try:
             with self._decoder_lock:
                 decoder = self._ensure_decoder()
