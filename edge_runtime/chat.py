@@ -133,7 +133,11 @@ def prompt_text(request: GenerationRequest, template: ChatTemplate | None) -> tu
 
 
 def load_chat_template(folder: Path, manifest_template: str | None, facts: TokenizerFacts) -> ChatTemplate | None:
+    """The template given (a bundle manifest's), else chat_template.jinja, else tokenizer_config.json's."""
     source = manifest_template
     if source is None and (folder / "chat_template.jinja").is_file():
         source = (folder / "chat_template.jinja").read_text(encoding="utf-8")
+    if source is None:
+        configured = _read_json(folder / "tokenizer_config.json").get("chat_template")
+        source = configured if isinstance(configured, str) else None
     return ChatTemplate(source, facts) if source else None

@@ -33,6 +33,10 @@ class BundleTokenizer:
     def tokenize(self, text: str, *, add_special: bool) -> list[int]:
         return self._tokenizer.encode(text, add_special_tokens=add_special).ids
 
+    def token_id(self, text: str) -> int | None:
+        """The id of a token given by its text (a special token's), or None."""
+        return self._tokenizer.token_to_id(text)
+
     def decode(self, token_ids: list[int]) -> str:
         return self._tokenizer.decode(token_ids, skip_special_tokens=True)
 

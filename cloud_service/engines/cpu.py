@@ -1,0 +1,281 @@
+"""The CPU engine: a transformers model with continuous batching, the embedded default where there is no GPU.
+
+One scheduler thread runs the loop: admit waiting requests (prefill each, emit its first token at once),
+then one batched decode step for every running sequence (``KvBatch`` keeps their left-padded KV cache),
+then per row the shared ``SequenceState`` turns logits into the next TokenEvent. Finished or cancelled rows
+leave the batch at once and waiting requests take their place between two steps, so concurrent streams share
+each forward pass instead of running one after another.
+
+Prompt formatting, tokenization, sampling, stop sequences and detokenization are the edge runtime's, so a
+request gives the same text on the device and in the cloud for the same model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import os
+import threading
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cloud_service.engines.kv_batch import KvBatch
+from edge_runtime.channel import END, RequestChannel
+from edge_runtime.chat import TokenizerFacts, load_chat_template, prompt_text
+from edge_runtime.engine import EngineInfo
+from edge_runtime.errors import (
+    EdgeRuntimeError,
+    EngineBusyError,
+    EngineClosedError,
+    GenerationError,
+    InvalidRequestError,
+    ModelLoadError,
+)
+from edge_runtime.generation import SequenceState, check_prompt_length
+from edge_runtime.tokenizer import TOKENIZER_FILE, BundleTokenizer
+from edge_runtime.types import FinishReason, GenerationRequest, TokenEvent, Usage
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CpuEngineOptions:
+    max_running: int = 16
+    """Sequences decoded together in one batch."""
+    max_waiting: int = 256
+    """Requests queued beyond those; more get EngineBusyError (the server answers RESOURCE_EXHAUSTED)."""
+    context_length: int | None = None
+    """Tokens per sequence; None: the model's max_position_embeddings."""
+    threads: int | None = None
+    """torch intra-op threads; None: torch's default."""
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        for name in ("max_running", "max_waiting"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise InvalidRequestError(f"{name} must be an integer >= 1, got {value!r}")
+        if self.dtype not in ("float32", "bfloat16", "float16"):
+            raise InvalidRequestError(f"dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
+
+
+@dataclass(eq=False)
+class _Row:
+    channel: RequestChannel
+    state: SequenceState
+    last_token: int
+
+
+class CpuEngine:
+    """An Engine over a Hugging Face causal LM folder, batching concurrent requests on the CPU."""
+
+    def __init__(self, model_path: str | os.PathLike[str], *, name: str | None = None, version: str = "",
+                 options: CpuEngineOptions | None = None) -> None:
+        self.options = options or CpuEngineOptions()
+        folder = Path(model_path)
+        if not (folder / "config.json").is_file():
+            raise ModelLoadError(f"{folder} is not a model folder: it has no config.json")
+        if not (folder / TOKENIZER_FILE).is_file():
+            raise ModelLoadError(f"{folder} has no {TOKENIZER_FILE}; the CPU engine needs a fast tokenizer")
+        self.model = self._load_model(folder)
+        self.tokenizer = BundleTokenizer(folder / TOKENIZER_FILE)
+        facts = TokenizerFacts.read(folder)
+        self.template = load_chat_template(folder, None, facts)
+        eos = {self.tokenizer.token_id(facts.eos_token)} if facts.eos_token else set()
+        self.eos_token_ids = frozenset(facts.eos_token_ids | {i for i in eos if i is not None})
+        limit = int(getattr(self.model.config, "max_position_embeddings", 2048))
+        self.context_length = min(self.options.context_length or limit, limit)
+        self._info = EngineInfo(
+            model=name or folder.name, backend="cpu", context_length=self.context_length, version=version,
+            details={"path": str(folder), "dtype": self.options.dtype, "max_running": self.options.max_running},
+        )
+        self._waiting: collections.deque[RequestChannel] = collections.deque()
+        self._rows: list[_Row] = []
+        self._wake = threading.Condition()
+        self._closed = False
+        self._batch = KvBatch()
+        self._worker = threading.Thread(target=self._serve, name=f"tandem-cpu-{self._info.model}", daemon=True)
+        self._worker.start()
+
+    def _load_model(self, folder: Path) -> Any:
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        if self.options.threads:
+            torch.set_num_threads(self.options.threads)
+        try:
+            model = AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, self.options.dtype))
+        except (OSError, ValueError, KeyError) as exc:
+            raise ModelLoadError(f"transformers cannot load {folder}: {exc}") from exc
+        return model.eval()
+
+    # -- the Engine protocol ---------------------------------------------------------------------------------
+
+    @property
+    def info(self) -> EngineInfo:
+        return self._info
+
+    @property
+    def running(self) -> int:
+        return len(self._rows)
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
+
+    @property
+    def cache_usage(self) -> float:
+        """Fraction of the batch's token capacity (max_running x context) in use."""
+        return self._batch.tokens() / (self.options.max_running * self.context_length)
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[TokenEvent]:
+        channel = RequestChannel(request, asyncio.get_running_loop())
+        with self._wake:
+            if self._closed:
+                raise EngineClosedError(f"{self._info.model}: the engine is closed")
+            if len(self._waiting) >= self.options.max_waiting:
+                raise EngineBusyError(
+                    f"{self._info.model}: {len(self._waiting)} requests are already waiting "
+                    f"(max_waiting={self.options.max_waiting}); retry later"
+                )
+            self._waiting.append(channel)
+            self._wake.notify()
+        stream = channel.stream(self._left)
+        try:
+            async for event in stream:
+                yield event
+        finally:
+            await stream.aclose()
+
+    async def _left(self, channel: RequestChannel) -> None:
+        with self._wake:
+            if channel in self._waiting:
+                self._waiting.remove(channel)
+                return
+        await channel.wait_until_end()
+
+    async def abort(self, request_id: str) -> bool:
+        with self._wake:
+            queued = next((c for c in self._waiting if c.request.request_id == request_id), None)
+            if queued is not None:
+                self._waiting.remove(queued)
+            running = next((r.channel for r in self._rows if r.channel.request.request_id == request_id), None)
+            target = queued or running
+            if target is None:
+                return False
+            target.aborted = True
+            target.cancelled.set()
+        if queued is not None:
+            queued.send(TokenEvent("", None, None, FinishReason.ABORT, Usage(0, 0)))
+            queued.send(END)
+        return True
+
+    def close(self) -> None:
+        with self._wake:
+            if self._closed:
+                return
+            self._closed = True
+            waiting, self._waiting = list(self._waiting), collections.deque()
+            self._wake.notify_all()
+        for channel in waiting:
+            channel.send(EngineClosedError(f"{self._info.model}: the engine was closed before this request ran"))
+            channel.send(END)
+        if self._worker is not threading.current_thread():
+            self._worker.join()
+
+    # -- the scheduler thread --------------------------------------------------------------------------------
+
+    def _serve(self) -> None:
+        import torch
+
+        with torch.inference_mode():
+            while True:
+                with self._wake:
+                    while not self._waiting and not self._rows and not self._closed:
+                        self._wake.wait()
+                    if self._closed:
+                        break
+                    admitted = []
+                    while self._waiting and len(self._rows) + len(admitted) < self.options.max_running:
+                        admitted.append(self._waiting.popleft())
+                for channel in admitted:
+                    if not channel.cancelled.is_set():
+                        self._admit(channel)
+                    else:
+                        channel.send(END)
+                if self._rows:
+                    self._decode_step()
+        for row in self._rows:
+            row.channel.send(EngineClosedError(f"{self._info.model}: the engine was closed during this request"))
+            row.channel.send(END)
+        self._rows, self._batch = [], KvBatch()
+
+    def _admit(self, channel: RequestChannel) -> None:
+        """Prefill one request, emit its first token, and add it to the batch unless it is already done."""
+        import torch
+        from transformers import DynamicCache
+
+        request = channel.request
+        try:
+            text, add_special = prompt_text(request, self.template)
+            prompt_ids = self.tokenizer.tokenize(text, add_special=add_special)
+            check_prompt_length(len(prompt_ids), self.context_length)
+            cache = DynamicCache()
+            logits = self.model(torch.tensor([prompt_ids]), past_key_values=cache, use_cache=True).logits
+        except EdgeRuntimeError as exc:
+            channel.send(exc)
+            channel.send(END)
+            return
+        except Exception as exc:  # a model failure: this request fails, the engine goes on
+            log.exception("prefill failed for request %s", request.request_id)
+            channel.send(GenerationError(f"the CPU engine failed during prefill: {exc}"))
+            channel.send(END)
+            return
+        state = SequenceState(
+            request, prompt_ids, context_length=self.context_length, eos_token_ids=self.eos_token_ids,
+            detokenizer=self.tokenizer.detokenizer(prompt_ids),
+        )
+        event = state.advance(logits[0, -1].float().numpy())
+        channel.send(event)
+        if event.finish_reason is not None:
+            channel.send(END)
+            return
+        self._batch.add(cache, len(prompt_ids))
+        self._rows.append(_Row(channel, state, event.token_id))  # type: ignore[arg-type]
+
+    def _decode_step(self) -> None:
+        try:
+            logits = self.model(**self._batch.step_inputs([row.last_token for row in self._rows])).logits
+        except Exception as exc:
+            log.exception("batched decode failed")
+            for row in self._rows:
+                row.channel.send(GenerationError(f"the CPU engine failed during decoding: {exc}"))
+                row.channel.send(END)
+            self._rows, self._batch = [], KvBatch()
+            return
+        rows = logits[:, -1].float().numpy()
+        keep = []
+        for index, row in enumerate(self._rows):
+            if row.channel.cancelled.is_set():
+                self._finish_cancelled(row)
+                continue
+            event = row.state.advance(rows[index])
+            row.channel.send(event)
+            if event.finish_reason is not None:
+                row.channel.send(END)
+                continue
+            row.last_token = event.token_id  # type: ignore[assignment]
+            keep.append(index)
+        if len(keep) < len(self._rows):
+            self._rows = [self._rows[i] for i in keep]
+            self._batch.keep(keep)
+
+    def _finish_cancelled(self, row: _Row) -> None:
+        if row.channel.aborted:
+            row.channel.send(TokenEvent("", None, None, FinishReason.ABORT, row.state.usage))
+        elif self._closed:
+            row.channel.send(EngineClosedError(f"{self._info.model}: the engine was closed during this request"))
+        row.channel.send(END)

@@ -1,0 +1,107 @@
+"""The KV cache of a batch of sequences of different lengths, for continuous batching on transformers.
+
+Rows are left-padded to one shared length T: row i holds ``pad_i`` empty positions, then its tokens. Its
+attention mask has zeros over the padding and each row's position ids count only real tokens, so a padded
+row computes exactly what it would compute alone. A sequence joins with its own prefilled cache (the
+shorter side is left-padded to the longer); a finished one leaves by row selection; columns that are
+padding in every row are trimmed away.
+
+Shapes: keys/values per layer (batch, kv_heads, T, head_dim); mask (batch, T).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import DynamicCache
+
+
+def _left_pad(tensor: torch.Tensor, columns: int, dim: int) -> torch.Tensor:
+    import torch
+
+    if columns == 0:
+        return tensor
+    shape = list(tensor.shape)
+    shape[dim] = columns
+    return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)
+
+
+@dataclass
+class KvBatch:
+    cache: DynamicCache | None = None
+    mask: torch.Tensor | None = None
+    """(batch, T) int64: 1 over real tokens."""
+    lengths: list[int] = field(default_factory=list)
+    """Real tokens per row (= the next token's position id)."""
+
+    @property
+    def size(self) -> int:
+        return len(self.lengths)
+
+    @property
+    def width(self) -> int:
+        return 0 if self.mask is None else int(self.mask.shape[1])
+
+    def add(self, cache: DynamicCache, length: int) -> None:
+        """Append one sequence (its own cache of ``length`` tokens, batch 1) as the last row."""
+        import torch
+        from transformers import DynamicCache
+
+        mask = torch.ones((1, length), dtype=torch.long)
+        if self.cache is None:
+            self.cache, self.mask, self.lengths = cache, mask, [length]
+            return
+        assert self.mask is not None
+        width = max(self.width, length)
+        layers = []
+        for (keys, values), (new_keys, new_values) in zip(_layers(self.cache), _layers(cache), strict=True):
+            layers.append((
+                torch.cat([_left_pad(keys, width - self.width, 2), _left_pad(new_keys, width - length, 2)]),
+                torch.cat([_left_pad(values, width - self.width, 2), _left_pad(new_values, width - length, 2)]),
+            ))
+        self.cache = DynamicCache(layers)
+        self.mask = torch.cat([_left_pad(self.mask, width - self.width, 1), _left_pad(mask, width - length, 1)])
+        self.lengths.append(length)
+
+    def keep(self, rows: list[int]) -> None:
+        """Keep only these rows (in this order), then trim columns that are padding everywhere."""
+        import torch
+        from transformers import DynamicCache
+
+        if not rows:
+            self.cache, self.mask, self.lengths = None, None, []
+            return
+        assert self.cache is not None and self.mask is not None
+        index = torch.tensor(rows, dtype=torch.long)
+        self.lengths = [self.lengths[i] for i in rows]
+        drop = self.width - max(self.lengths)
+        self.mask = self.mask.index_select(0, index)[:, drop:]
+        self.cache = DynamicCache([
+            (keys.index_select(0, index)[:, :, drop:], values.index_select(0, index)[:, :, drop:])
+            for keys, values in _layers(self.cache)
+        ])
+
+    def step_inputs(self, tokens: list[int]) -> dict[str, torch.Tensor]:
+        """Model inputs for one decode step: each row's last token at its own position."""
+        import torch
+
+        assert self.mask is not None
+        self.mask = torch.cat([self.mask, self.mask.new_ones((self.size, 1))], dim=1)
+        inputs = {
+            "input_ids": torch.tensor(tokens, dtype=torch.long)[:, None],
+            "attention_mask": self.mask,
+            "position_ids": torch.tensor(self.lengths, dtype=torch.long)[:, None],
+            "past_key_values": self.cache,
+        }
+        self.lengths = [length + 1 for length in self.lengths]
+        return inputs
+
+    def tokens(self) -> int:
+        return sum(self.lengths)
+
+
+def _layers(cache: DynamicCache) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    return [(layer.keys, layer.values) for layer in cache.layers]
