@@ -1,0 +1,104 @@
+"""Between the wire (tandem.v1 messages) and the Engine types of ``edge_runtime``, both ways.
+
+Invalid requests raise ``edge_runtime.errors.InvalidRequestError`` naming the field (the server answers
+INVALID_ARGUMENT with that message).
+"""
+
+from __future__ import annotations
+
+from cloud_service.wire.v1 import inference_pb2 as pb
+from edge_runtime.errors import InvalidRequestError
+from edge_runtime.types import FinishReason, GenerationRequest, Message, SamplingParams, TokenEvent, Usage
+
+_FINISH_TO_WIRE = {
+    FinishReason.STOP: pb.FINISH_REASON_STOP,
+    FinishReason.LENGTH: pb.FINISH_REASON_LENGTH,
+    FinishReason.ABORT: pb.FINISH_REASON_ABORT,
+}
+_FINISH_FROM_WIRE = {wire: reason for reason, wire in _FINISH_TO_WIRE.items()}
+
+
+def sampling_from_wire(wire: pb.SamplingParams, max_tokens_limit: int) -> SamplingParams:
+    """Unset fields take the defaults; max_tokens is capped at the server's limit (and defaults to it)."""
+    requested = wire.max_tokens if wire.HasField("max_tokens") else max_tokens_limit
+    if wire.HasField("max_tokens") and requested == 0:
+        raise InvalidRequestError("sampling.max_tokens must be >= 1")
+    return SamplingParams(
+        temperature=wire.temperature if wire.HasField("temperature") else 1.0,
+        top_p=wire.top_p if wire.HasField("top_p") else 1.0,
+        top_k=wire.top_k if wire.HasField("top_k") else 0,
+        max_tokens=min(requested, max_tokens_limit),
+        stop=tuple(wire.stop),
+        seed=wire.seed if wire.HasField("seed") else None,
+        ignore_eos=wire.ignore_eos,
+    )
+
+
+def request_from_wire(wire: pb.GenerateRequest, *, engine_request_id: str, max_tokens_limit: int) -> GenerationRequest:
+    if not wire.request_id:
+        raise InvalidRequestError("request_id is empty; give each request an id (Abort takes it)")
+    kind = wire.WhichOneof("input")
+    if kind is None:
+        raise InvalidRequestError("input is empty: set chat (messages) or prompt")
+    messages = None
+    if kind == "chat":
+        if not wire.chat.messages:
+            raise InvalidRequestError("chat.messages is empty")
+        messages = [Message(m.role, m.content) for m in wire.chat.messages]
+    return GenerationRequest(
+        messages=messages,
+        prompt=wire.prompt if kind == "prompt" else None,
+        sampling=sampling_from_wire(wire.sampling, max_tokens_limit),
+        assistant_prefix=wire.assistant_prefix,
+        request_id=engine_request_id,
+    )
+
+
+def request_to_wire(request: GenerationRequest, *, model: str, model_version: str = "", tenant: str = "",
+                    request_id: str | None = None) -> pb.GenerateRequest:
+    params = request.sampling
+    sampling = pb.SamplingParams(
+        temperature=params.temperature, top_p=params.top_p, top_k=params.top_k, stop=list(params.stop),
+        ignore_eos=params.ignore_eos,
+    )
+    if params.max_tokens is not None:
+        sampling.max_tokens = params.max_tokens
+    if params.seed is not None:
+        sampling.seed = params.seed
+    wire = pb.GenerateRequest(
+        request_id=request_id or request.request_id, model=model, model_version=model_version, tenant=tenant,
+        assistant_prefix=request.assistant_prefix, sampling=sampling,
+    )
+    if request.messages is not None:
+        wire.chat.messages.extend(pb.ChatMessage(role=m.role, content=m.content) for m in request.messages)
+    else:
+        wire.prompt = request.prompt or ""
+    return wire
+
+
+def chunk_from_event(event: TokenEvent, model_version: str = "") -> pb.GenerateChunk:
+    chunk = pb.GenerateChunk(text=event.text, model_version=model_version)
+    if event.token_id is not None and event.logprob is not None:
+        chunk.token_ids.append(event.token_id)
+        chunk.logprobs.append(event.logprob)
+    if event.finish_reason is not None:
+        chunk.finish_reason = _FINISH_TO_WIRE[event.finish_reason]
+    if event.usage is not None:
+        chunk.usage.CopyFrom(pb.Usage(
+            prompt_tokens=event.usage.prompt_tokens, completion_tokens=event.usage.completion_tokens,
+            cached_tokens=event.usage.cached_tokens,
+        ))
+    return chunk
+
+
+def events_from_chunk(chunk: pb.GenerateChunk) -> list[TokenEvent]:
+    """One TokenEvent per token (the chunk's text on the last); a token-less chunk gives one event."""
+    finish = _FINISH_FROM_WIRE.get(chunk.finish_reason)
+    usage = None
+    if chunk.HasField("usage"):
+        usage = Usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens, chunk.usage.cached_tokens)
+    pairs = list(zip(chunk.token_ids, chunk.logprobs, strict=False)) or [(None, None)]
+    events = [TokenEvent("", token, logprob) for token, logprob in pairs[:-1]]
+    token, logprob = pairs[-1]
+    events.append(TokenEvent(chunk.text, token, logprob, finish, usage))
+    return events
