@@ -21,6 +21,8 @@ from __future__ import annotations
 
 RETRY_AFTER_METADATA = "retry-after-ms"
 """Trailing metadata of RESOURCE_EXHAUSTED: milliseconds until the quota allows the request."""
+DRAINING_METADATA = "tandem-draining"
+"""Trailing metadata of UNAVAILABLE from a draining replica."""
 DELIVERED_METADATA = "tandem-delivered-tokens"
 """Trailing metadata of a stream that failed after tokens were sent: how many."""
 

@@ -127,6 +127,15 @@ class CpuEngine:
         return len(self._waiting)
 
     @property
+    def max_running(self) -> int:
+        return self.options.max_running
+
+    def prompt_tokens(self, request: GenerationRequest) -> int:
+        """How many tokens the request's prompt is, formatted and tokenized as generate() will."""
+        text, add_special = prompt_text(request, self.template)
+        return len(self.tokenizer.tokenize(text, add_special=add_special))
+
+    @property
     def cache_usage(self) -> float:
         """Fraction of the batch's token capacity (max_running x context) in use."""
         return self._batch.tokens() / (self.options.max_running * self.context_length)
@@ -257,25 +266,26 @@ class CpuEngine:
             self._rows, self._batch = [], KvBatch()
             return
         rows = logits[:, -1].float().numpy()
-        keep = []
+        keep, ended = [], []
         for index, row in enumerate(self._rows):
             if row.channel.cancelled.is_set():
                 self._finish_cancelled(row)
-                continue
-            event = row.state.advance(rows[index])
-            row.channel.send(event)
-            if event.finish_reason is not None:
-                row.channel.send(END)
-                continue
-            row.last_token = event.token_id  # type: ignore[assignment]
-            keep.append(index)
-        if len(keep) < len(self._rows):
+            else:
+                event = row.state.advance(rows[index])
+                row.channel.send(event)
+                if event.finish_reason is None:
+                    row.last_token = event.token_id  # type: ignore[assignment]
+                    keep.append(index)
+                    continue
+            ended.append(row.channel)
+        if ended:
             self._rows = [self._rows[i] for i in keep]
             self._batch.keep(keep)
+        for channel in ended:  # after the rows left: a caller woken by END sees the slot free
+            channel.send(END)
 
     def _finish_cancelled(self, row: _Row) -> None:
         if row.channel.aborted:
             row.channel.send(TokenEvent("", None, None, FinishReason.ABORT, row.state.usage))
         elif self._closed:
             row.channel.send(EngineClosedError(f"{self._info.model}: the engine was closed during this request"))
-        row.channel.send(END)

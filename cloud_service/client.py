@@ -1,0 +1,163 @@
+"""The Python client of a replica or the gateway: async streaming with deadlines and typed errors.
+
+    async with CloudClient("127.0.0.1:50051", api_key=key) as cloud:
+        async for event in cloud.generate(request, model="assistant", timeout=30):
+            print(event.text, end="")
+
+``generate`` yields the edge runtime's ``TokenEvent`` (the SDK sees one shape for both sides). Every gRPC
+failure becomes a ``cloud_service.errors`` class (``from`` the RpcError); a failure after tokens arrived is a
+``StreamInterruptedError`` carrying how many were delivered. Leaving the stream early cancels the call,
+which cancels the request on the server. Imports no ML library: devices use it with the ``edge`` extra.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import grpc
+
+from cloud_service.convert import events_from_chunk, request_to_wire
+from cloud_service.errors import (
+    DELIVERED_METADATA,
+    DRAINING_METADATA,
+    RETRY_AFTER_METADATA,
+    AuthenticationError,
+    CloudDrainingError,
+    CloudError,
+    CloudInternalError,
+    CloudTimeoutError,
+    CloudUnavailableError,
+    InvalidArgumentError,
+    ModelNotFoundError,
+    PermissionDeniedError,
+    RateLimitedError,
+    StreamInterruptedError,
+)
+from cloud_service.wire.v1 import inference_pb2 as pb
+from cloud_service.wire.v1 import inference_pb2_grpc
+from edge_runtime.types import GenerationRequest, TokenEvent
+
+DEFAULT_TIMEOUT_S = 60.0
+
+
+@dataclass(frozen=True)
+class ClientTls:
+    """Server verification (``ca``) and, for mutual TLS, this client's certificate and key."""
+
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+    server_name: str | None = None
+    """Override the name checked in the server's certificate (e.g. when dialing an IP)."""
+
+
+def _metadata_value(metadata: Sequence[tuple[str, str | bytes]] | None, name: str) -> str | None:
+    for key, value in metadata or ():
+        if key == name:
+            return value.decode() if isinstance(value, bytes) else value
+    return None
+
+
+def error_from_rpc(exc: grpc.aio.AioRpcError) -> CloudError:
+    """The typed error for a failed call (the gRPC status decides the class, never the message text)."""
+    code, details = exc.code(), exc.details() or exc.code().name
+    if code == grpc.StatusCode.UNAVAILABLE:
+        draining = _metadata_value(exc.trailing_metadata(), DRAINING_METADATA)
+        return (CloudDrainingError if draining else CloudUnavailableError)(details)
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return CloudTimeoutError(details)
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        retry_ms = _metadata_value(exc.trailing_metadata(), RETRY_AFTER_METADATA)
+        return RateLimitedError(details, float(retry_ms) / 1000 if retry_ms else None)
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        return AuthenticationError(details)
+    if code == grpc.StatusCode.PERMISSION_DENIED:
+        return PermissionDeniedError(details)
+    if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.ALREADY_EXISTS, grpc.StatusCode.OUT_OF_RANGE):
+        return InvalidArgumentError(details)
+    if code == grpc.StatusCode.NOT_FOUND:
+        return ModelNotFoundError(details)
+    if code == grpc.StatusCode.CANCELLED:
+        return CloudUnavailableError(f"the call was cancelled: {details}")
+    return CloudInternalError(details)
+
+
+class CloudClient:
+    def __init__(self, target: str, *, api_key: str | None = None, tls: ClientTls | None = None,
+                 timeout_s: float = DEFAULT_TIMEOUT_S, tenant: str = "") -> None:
+        self.target = target
+        self.timeout_s = timeout_s
+        self.tenant = tenant
+        self._metadata = (("authorization", f"Bearer {api_key}"),) if api_key else ()
+        if tls is None:
+            self.channel = grpc.aio.insecure_channel(target)
+        else:
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=tls.ca.read_bytes() if tls.ca else None,
+                private_key=tls.key.read_bytes() if tls.key else None,
+                certificate_chain=tls.cert.read_bytes() if tls.cert else None,
+            )
+            options = [("grpc.ssl_target_name_override", tls.server_name)] if tls.server_name else []
+            self.channel = grpc.aio.secure_channel(target, credentials, options=options)
+        self._stub = inference_pb2_grpc.InferenceStub(self.channel)
+
+    async def __aenter__(self) -> CloudClient:
+        return self
+
+    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+    async def generate(self, request: GenerationRequest, *, model: str, model_version: str = "",
+                       timeout: float | None = None) -> AsyncIterator[TokenEvent]:
+        """Stream the answer; ``timeout`` (seconds, default the client's) is the whole call's deadline."""
+        wire = request_to_wire(request, model=model, model_version=model_version, tenant=self.tenant)
+        call = self._stub.Generate(wire, timeout=timeout or self.timeout_s, metadata=self._metadata)
+        delivered = 0
+        try:
+            async for chunk in call:
+                for event in events_from_chunk(chunk):
+                    delivered += event.token_id is not None
+                    yield event
+        except grpc.aio.AioRpcError as exc:
+            error = error_from_rpc(exc)
+            told = _metadata_value(exc.trailing_metadata(), DELIVERED_METADATA)
+            if delivered or told:
+                raise StreamInterruptedError(
+                    f"the stream broke after {delivered} tokens: {error}", delivered, error
+                ) from exc
+            raise error from exc
+        finally:
+            call.cancel()
+
+    async def abort(self, request_id: str, *, timeout: float | None = None) -> bool:
+        response = await self._unary(self._stub.Abort, pb.AbortRequest(request_id=request_id, tenant=self.tenant),
+                                     timeout)
+        return response.aborted
+
+    async def get_load(self, *, timeout: float | None = None) -> pb.LoadReport:
+        return await self._unary(self._stub.GetLoad, pb.GetLoadRequest(), timeout)
+
+    async def list_models(self, *, timeout: float | None = None) -> list[pb.ModelInfo]:
+        return list((await self._unary(self._stub.ListModels, pb.ListModelsRequest(), timeout)).models)
+
+    async def health(self, service: str = "", *, timeout: float | None = None) -> bool:
+        """True when the server reports ``service`` ("" = the process) SERVING."""
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        stub = health_pb2_grpc.HealthStub(self.channel)
+        response = await self._unary(stub.Check, health_pb2.HealthCheckRequest(service=service), timeout)
+        return response.status == health_pb2.HealthCheckResponse.SERVING
+
+    async def _unary(self, method: Any, message: Any, timeout: float | None) -> Any:
+        try:
+            return await method(message, timeout=timeout or self.timeout_s, metadata=self._metadata)
+        except grpc.aio.AioRpcError as exc:
+            raise error_from_rpc(exc) from exc

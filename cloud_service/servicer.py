@@ -1,0 +1,253 @@
+"""The Inference service of a replica: requests checked, admitted and streamed from an Engine.
+
+Order of checks for Generate: draining (UNAVAILABLE) -> model and version (NOT_FOUND) -> tenant and model
+permission (PERMISSION_DENIED) -> request fields (INVALID_ARGUMENT, naming the field) -> quota
+(RESOURCE_EXHAUSTED + ``retry-after-ms``) -> prompt length (INVALID_ARGUMENT). The engine's errors map to
+statuses at this boundary; a failure after tokens were sent also reports ``tandem-delivered-tokens`` so the
+caller can continue elsewhere. A client that cancels or whose deadline passes cancels this handler, which
+closes the engine stream, which frees the engine's slot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import grpc
+
+from cloud_service.auth import current_tenant
+from cloud_service.config import Limits, TenantConfig
+from cloud_service.convert import chunk_from_event, request_from_wire
+from cloud_service.errors import DELIVERED_METADATA, DRAINING_METADATA, RETRY_AFTER_METADATA
+from cloud_service.metrics import ServerMetrics
+from cloud_service.quota import Quotas
+from cloud_service.wire.v1 import inference_pb2 as pb
+from cloud_service.wire.v1 import inference_pb2_grpc
+from edge_runtime.engine import Engine
+from edge_runtime.errors import (
+    EdgeRuntimeError,
+    EngineBusyError,
+    EngineClosedError,
+    InvalidRequestError,
+)
+from edge_runtime.types import GenerationRequest, Usage
+
+log = logging.getLogger("tandem.replica")
+
+TEMPLATE_TOKEN_ALLOWANCE = 64
+"""Upper bound on the tokens a chat template adds per message, for the cheap prompt-length pre-check."""
+
+
+class ServedEngine(Engine, Protocol):
+    """What a replica needs from an engine beyond the Engine protocol: load figures and prompt length."""
+
+    @property
+    def running(self) -> int: ...
+
+    @property
+    def waiting(self) -> int: ...
+
+    @property
+    def cache_usage(self) -> float: ...
+
+    @property
+    def max_running(self) -> int: ...
+
+    def prompt_tokens(self, request: GenerationRequest) -> int: ...
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    name: str
+    version: str
+    engine: ServedEngine
+
+
+def _status_of(exc: EdgeRuntimeError) -> grpc.StatusCode:
+    if isinstance(exc, InvalidRequestError):
+        return grpc.StatusCode.INVALID_ARGUMENT
+    if isinstance(exc, EngineBusyError):
+        return grpc.StatusCode.RESOURCE_EXHAUSTED
+    if isinstance(exc, EngineClosedError):
+        return grpc.StatusCode.UNAVAILABLE
+    return grpc.StatusCode.INTERNAL
+
+
+def _byte_bound(request: GenerationRequest) -> int:
+    """An upper bound on the prompt's tokens without tokenizing: a token is at least one UTF-8 byte."""
+    texts = [m.content for m in request.messages or ()] + [request.prompt or "", request.assistant_prefix]
+    return sum(len(t.encode("utf-8")) for t in texts) + TEMPLATE_TOKEN_ALLOWANCE * (len(request.messages or ()) + 1)
+
+
+class InferenceServicer(inference_pb2_grpc.InferenceServicer):
+    def __init__(
+        self,
+        models: Sequence[ServedModel],
+        *,
+        limits: Limits,
+        metrics: ServerMetrics,
+        quotas: Quotas | None = None,
+        log_prompts: bool = False,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.models: dict[str, list[ServedModel]] = {}
+        for model in models:
+            self.models.setdefault(model.name, []).append(model)
+        self.limits = limits
+        self.metrics = metrics
+        self.quotas = quotas or Quotas()
+        self.log_prompts = log_prompts
+        self.draining = False
+        self.inflight: dict[str, ServedModel] = {}
+        self._clock = clock
+
+    # -- Generate ----------------------------------------------------------------------------------------
+
+    def _resolve(self, name: str, version: str) -> ServedModel | None:
+        versions = self.models.get(name, [])
+        if not version:
+            return versions[0] if versions else None
+        return next((m for m in versions if m.version == version), None)
+
+    async def Generate(
+        self, wire: pb.GenerateRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.GenerateChunk]:
+        started = self._clock()
+        tenant = current_tenant.get()
+        if self.draining:
+            context.set_trailing_metadata(((DRAINING_METADATA, "1"),))
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "this replica is draining; retry on another")
+        model = self._resolve(wire.model, wire.model_version)
+        if model is None:
+            known = ", ".join(f"{m.name}@{m.version}" for v in self.models.values() for m in v)
+            await context.abort(grpc.StatusCode.NOT_FOUND,
+                                f"model {wire.model!r} version {wire.model_version!r} is not served here ({known})")
+        assert model is not None
+        await self._check_tenant(wire, tenant, model, context)
+        if wire.ByteSize() > self.limits.max_message_bytes:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"the request is {wire.ByteSize()} bytes; this "
+                                f"server accepts at most {self.limits.max_message_bytes} (limits.max_message_bytes)")
+        tenant_name = tenant.name if tenant else wire.tenant
+        try:
+            request = request_from_wire(wire, engine_request_id=f"{tenant_name}/{wire.request_id}",
+                                        max_tokens_limit=self.limits.max_tokens)
+        except InvalidRequestError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        if request.request_id in self.inflight:
+            await context.abort(grpc.StatusCode.ALREADY_EXISTS,
+                                f"request_id {wire.request_id!r} is already running for this tenant")
+        if tenant is not None:
+            wait = self.quotas.admit(tenant)
+            if wait > 0:
+                context.set_trailing_metadata(((RETRY_AFTER_METADATA, str(int(wait * 1000) + 1)),))
+                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                    f"tenant {tenant.name!r} is over its quota; retry in {wait:.1f} s")
+        await self._check_prompt_length(request, model, context)
+
+        self.inflight[request.request_id] = model
+        stream = model.engine.generate(request)
+        delivered, status, usage = 0, "OK", Usage(0, 0)
+        first_at = last_at = started
+        try:
+            async for event in stream:
+                now = self._clock()
+                if delivered == 0:
+                    first_at = now
+                    self.metrics.ttft.labels(model.name).observe(now - started)
+                else:
+                    self.metrics.inter_token.labels(model.name).observe(now - last_at)
+                last_at = now
+                yield chunk_from_event(event, model.version if delivered == 0 else "")
+                delivered += 1 if event.token_id is not None else 0
+                usage = event.usage or usage
+        except EdgeRuntimeError as exc:
+            code = _status_of(exc)
+            status = code.name
+            if delivered:
+                context.set_trailing_metadata(((DELIVERED_METADATA, str(delivered)),))
+            await context.abort(code, str(exc))
+        except asyncio.CancelledError:
+            status = "CANCELLED"
+            raise
+        finally:
+            await stream.aclose()  # type: ignore[attr-defined]
+            self.inflight.pop(request.request_id, None)
+            if tenant is not None:
+                self.quotas.charge_tokens(tenant, usage.prompt_tokens + usage.completion_tokens)
+            self._record(model, request, tenant_name, status, usage, started, first_at)
+
+    async def _check_tenant(self, wire: pb.GenerateRequest, tenant: TenantConfig | None, model: ServedModel,
+                            context: grpc.aio.ServicerContext) -> None:
+        if tenant is None:
+            return
+        if wire.tenant and wire.tenant != tenant.name:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                                f"this API key belongs to tenant {tenant.name!r}, not {wire.tenant!r}")
+        if not tenant.may_use(model.name):
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                                f"tenant {tenant.name!r} may not use model {model.name!r}")
+
+    async def _check_prompt_length(self, request: GenerationRequest, model: ServedModel,
+                                   context: grpc.aio.ServicerContext) -> None:
+        limit = self.limits.max_prompt_tokens
+        if _byte_bound(request) <= limit:
+            return
+        try:
+            count = await asyncio.to_thread(model.engine.prompt_tokens, request)
+        except EdgeRuntimeError as exc:
+            await context.abort(_status_of(exc), str(exc))
+        if count > limit:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"prompt is {count} tokens; this server accepts at most {limit} (limits.max_prompt_tokens)",
+            )
+
+    def _record(self, model: ServedModel, request: GenerationRequest, tenant: str, status: str, usage: Usage,
+                started: float, first_at: float) -> None:
+        ended = self._clock()
+        self.metrics.requests.labels(model.name, status).inc()
+        self.metrics.e2e.labels(model.name).observe(ended - started)
+        self.metrics.prompt_tokens.labels(model.name).inc(usage.prompt_tokens)
+        self.metrics.generated_tokens.labels(model.name).inc(usage.completion_tokens)
+        fields: dict[str, Any] = {
+            "event": "generate", "request_id": request.request_id, "tenant": tenant, "model": model.name,
+            "version": model.version, "status": status, "prompt_tokens": usage.prompt_tokens,
+            "completion_tokens": usage.completion_tokens, "ttft_ms": round((first_at - started) * 1000, 2),
+            "duration_ms": round((ended - started) * 1000, 2),
+        }
+        if self.log_prompts:
+            fields["prompt"] = request.prompt if request.messages is None else [m.content for m in request.messages]
+        log.info("generate %s", status, extra={"fields": fields})
+
+    # -- the other methods -------------------------------------------------------------------------------
+
+    async def Abort(self, wire: pb.AbortRequest, context: grpc.aio.ServicerContext) -> pb.AbortResponse:
+        tenant = current_tenant.get()
+        if tenant is not None and wire.tenant and wire.tenant != tenant.name:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                                f"this API key belongs to tenant {tenant.name!r}, not {wire.tenant!r}")
+        engine_id = f"{tenant.name if tenant else wire.tenant}/{wire.request_id}"
+        model = self.inflight.get(engine_id)
+        aborted = model is not None and await model.engine.abort(engine_id)
+        return pb.AbortResponse(aborted=aborted)
+
+    async def GetLoad(self, wire: pb.GetLoadRequest, context: grpc.aio.ServicerContext) -> pb.LoadReport:
+        engines = [m.engine for versions in self.models.values() for m in versions]
+        return pb.LoadReport(
+            running=sum(e.running for e in engines),
+            waiting=sum(e.waiting for e in engines),
+            kv_cache_usage=max((e.cache_usage for e in engines), default=0.0),
+            max_running=sum(e.max_running for e in engines),
+            draining=self.draining,
+        )
+
+    async def ListModels(self, wire: pb.ListModelsRequest, context: grpc.aio.ServicerContext) -> pb.ListModelsResponse:
+        return pb.ListModelsResponse(models=[
+            pb.ModelInfo(name=m.name, version=m.version, max_context=m.engine.info.context_length,
+                         engine=m.engine.info.backend)
+            for versions in self.models.values() for m in versions
+        ])
