@@ -310,3 +310,28 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def test_a_replica_configured_with_bundles_serves_them_to_devices(tiny_llama, engine, bundles, signing_key, tmp_path):
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    from cloud_service.config import DistributionConfig
+    from cloud_service.distribution import download_bundle
+    from cloud_service.server import DISTRIBUTION_SERVICE
+
+    public = tmp_path / "team.pub"
+    public.write_bytes(signing_key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo))
+    source = bundles("llama", "gguf", "q8_0")
+    config = _config(tiny_llama, distribution=DistributionConfig({"toy-q8": (source,)}, (public,)))
+
+    async def body(server, target):
+        async with CloudClient(target, api_key=KEY) as cloud:
+            ready = await cloud.health(DISTRIBUTION_SERVICE)
+            manifest = await download_bundle(cloud.channel, "toy-q8", tmp_path / "device" / "toy-q8",
+                                             [signing_key.public_key()],
+                                             metadata=(("authorization", f"Bearer {KEY}"),))
+        return ready, manifest
+
+    ready, manifest = run_with_server(config, engine, body)
+    assert ready and manifest.quantization == "q8_0"
+    assert (tmp_path / "device" / "toy-q8" / "model.gguf").read_bytes() == (source / "model.gguf").read_bytes()

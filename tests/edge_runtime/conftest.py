@@ -2,45 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 
 import numpy as np
 import pytest
 
 PROMPT_MESSAGES = [("system", "You answer briefly."), ("user", "The quick brown fox jumps over the lazy dog.")]
-
-
-@pytest.fixture(scope="session")
-def bundles(tmp_path_factory, signing_key, eval_text, tiny_llama, tiny_qwen2, tiny_mistral) -> Callable[..., Path]:
-    """``bundles(family, fmt, quantization)``: the path of a signed bundle (built on first use)."""
-    from export.gguf.pipeline import build_gguf_bundle
-    from export.onnx.bundle import build_onnx_bundle
-    from export.quality import Evaluation, QualityGate
-    from export.source import SourceModel
-
-    sources = {"llama": tiny_llama, "qwen2": tiny_qwen2, "mistral": tiny_mistral}
-    root = tmp_path_factory.mktemp("edge-bundles")
-    built: dict[tuple[str, str, str], Path] = {}
-    measure_only = Evaluation(eval_text, QualityGate(1e6), 64, 2)
-
-    def get(family: str, fmt: str, quantization: str) -> Path:
-        key = (family, fmt, quantization)
-        if key not in built:
-            build = build_gguf_bundle if fmt == "gguf" else build_onnx_bundle
-            full = quantization in ("f32", "f16", "fp32")
-            out = root / f"{family}-{fmt}-{quantization}"
-            build(SourceModel.open(sources[family]), out, quantization, signing_key,
-                  evaluation=None if full else measure_only)
-            built[key] = out
-        return built[key]
-
-    return get
-
-
-@pytest.fixture(scope="session")
-def trusted(signing_key):
-    return [signing_key.public_key()]
 
 
 @pytest.fixture(scope="session")
