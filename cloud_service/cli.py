@@ -32,22 +32,39 @@ def describe() -> None:
 
 @app.command()
 def serve(
-    config: Path = typer.Option(..., "--config", "-c", help="The replica's TOML config (see cloud_service/config.py)."),
+    config: Path = typer.Option(None, "--config", "-c", help="The replica's TOML config file."),
+    model: Path = typer.Option(None, help="Serve this model folder (instead of, or added to, the config's models)."),
+    name: str = typer.Option(None, help="Name of --model [default: the folder's name]."),
+    engine: str = typer.Option("cpu", help="Engine of --model: cpu or vllm."),
     host: str = typer.Option(None, help="Override server.host."),
     port: int = typer.Option(None, min=0, max=65535, help="Override server.port (0: any free port)."),
     metrics_port: int = typer.Option(None, min=0, max=65535, help="Override server.metrics_port (0: off)."),
+    allow_unauthenticated: bool = typer.Option(None, help="Serve without API keys (local experiments only)."),
 ) -> None:
     """Run a replica: the configured engines behind the Inference service until SIGTERM, then drain."""
     import asyncio
+    import dataclasses
 
-    from cloud_service.config import ConfigError, load_config
+    from cloud_service.config import ENGINES, ConfigError, ModelConfig, ServerConfig, load_config
     from cloud_service.logs import configure
     from cloud_service.server import serve as run
     from edge_runtime.errors import EdgeRuntimeError
 
     configure()
     try:
-        settings = load_config(config, host=host, port=port, metrics_port=metrics_port)
+        if config is None and model is None:
+            raise ConfigError("give --config FILE, or --model FOLDER (with --allow-unauthenticated or a config)")
+        if engine not in ENGINES:
+            raise ConfigError(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+        flags = {"host": host, "port": port, "metrics_port": metrics_port,
+                 "allow_unauthenticated": allow_unauthenticated}
+        extra = (ModelConfig(name or model.name, model, engine),) if model is not None else ()
+        if config is not None:
+            settings = load_config(config, **flags)
+            if extra:
+                settings = dataclasses.replace(settings, models=settings.models + extra)
+        else:
+            settings = ServerConfig(models=extra, **{k: v for k, v in flags.items() if v is not None})
         asyncio.run(run(settings))
     except (ConfigError, EdgeRuntimeError) as exc:
         Console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
