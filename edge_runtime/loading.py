@@ -37,7 +37,11 @@ class EngineOptions:
     context_length: int | None = None
     """Tokens of KV cache; None: the bundle's context length. Must not exceed it."""
     threads: int | None = None
-    """CPU threads; None: the runtime library's default."""
+    """CPU threads for decoding; None: the runtime library's default."""
+    batch_threads: int | None = None
+    """CPU threads for the prompt (llama.cpp only; ONNX Runtime uses ``threads`` for both); None: ``threads``.
+    On small devices decoding with one thread fewer than prefill leaves a core to the app (measured in
+    BENCHMARKS.md, "Edge runtime")."""
     max_waiting: int = DEFAULT_MAX_WAITING
     """Requests that may queue behind the running one."""
     allow_insufficient_memory: bool = False
@@ -48,8 +52,10 @@ class EngineOptions:
     def __post_init__(self) -> None:
         if self.context_length is not None and (not isinstance(self.context_length, int) or self.context_length < 2):
             raise InvalidRequestError(f"context_length must be an integer >= 2, got {self.context_length!r}")
-        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
-            raise InvalidRequestError(f"threads must be an integer >= 1 or None, got {self.threads!r}")
+        for name in ("threads", "batch_threads"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise InvalidRequestError(f"{name} must be an integer >= 1 or None, got {value!r}")
         if not isinstance(self.max_waiting, int) or self.max_waiting < 0:
             raise InvalidRequestError(f"max_waiting must be an integer >= 0, got {self.max_waiting!r}")
 
@@ -114,7 +120,8 @@ def load_bundle(
 
     check()
     facts = TokenizerFacts.read(folder)
-    open_decoder = _decoder_factory(folder, manifest, DecoderOptions(context, options.threads), facts.eos_token_ids)
+    decoder_options = DecoderOptions(context, options.threads, options.batch_threads)
+    open_decoder = _decoder_factory(folder, manifest, decoder_options, facts.eos_token_ids)
 
     def open_checked() -> Decoder:
         check()

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cloud_service.engines.kv_batch import KvBatch
+from cloud_service.engines.kv_batch import KvBatch, prefill_inputs, select_rows
 from edge_runtime.channel import END, RequestChannel
 from edge_runtime.chat import TokenizerFacts, load_chat_template, prompt_text
 from edge_runtime.engine import EngineInfo
@@ -210,11 +210,12 @@ class CpuEngine:
                     admitted = []
                     while self._waiting and len(self._rows) + len(admitted) < self.options.max_running:
                         admitted.append(self._waiting.popleft())
+                live = [c for c in admitted if not c.cancelled.is_set()]
                 for channel in admitted:
-                    if not channel.cancelled.is_set():
-                        self._admit(channel)
-                    else:
+                    if channel.cancelled.is_set():
                         channel.send(END)
+                if live:
+                    self._admit(live)
                 if self._rows:
                     self._decode_step()
         for row in self._rows:
@@ -222,38 +223,50 @@ class CpuEngine:
             row.channel.send(END)
         self._rows, self._batch = [], KvBatch()
 
-    def _admit(self, channel: RequestChannel) -> None:
-        """Prefill one request, emit its first token, and add it to the batch unless it is already done."""
-        import torch
+    def _admit(self, channels: list[RequestChannel]) -> None:
+        """Prefill the admitted requests in one forward pass, emit each one's first token, and add those that
+        go on to the batch."""
         from transformers import DynamicCache
 
-        request = channel.request
+        prompts: list[tuple[RequestChannel, list[int]]] = []
+        for channel in channels:
+            try:
+                text, add_special = prompt_text(channel.request, self.template)
+                prompt_ids = self.tokenizer.tokenize(text, add_special=add_special)
+                check_prompt_length(len(prompt_ids), self.context_length)
+                prompts.append((channel, prompt_ids))
+            except EdgeRuntimeError as exc:
+                channel.send(exc)
+                channel.send(END)
+        if not prompts:
+            return
+        inputs = prefill_inputs([ids for _, ids in prompts])
+        cache = DynamicCache()
         try:
-            text, add_special = prompt_text(request, self.template)
-            prompt_ids = self.tokenizer.tokenize(text, add_special=add_special)
-            check_prompt_length(len(prompt_ids), self.context_length)
-            cache = DynamicCache()
-            logits = self.model(torch.tensor([prompt_ids]), past_key_values=cache, use_cache=True).logits
-        except EdgeRuntimeError as exc:
-            channel.send(exc)
-            channel.send(END)
+            logits = self.model(**inputs, past_key_values=cache, use_cache=True).logits[:, -1].float().numpy()
+        except Exception as exc:  # a model failure: these requests fail, the engine goes on
+            log.exception("prefill failed for %d requests", len(prompts))
+            for channel, _ in prompts:
+                channel.send(GenerationError(f"the CPU engine failed during prefill: {exc}"))
+                channel.send(END)
             return
-        except Exception as exc:  # a model failure: this request fails, the engine goes on
-            log.exception("prefill failed for request %s", request.request_id)
-            channel.send(GenerationError(f"the CPU engine failed during prefill: {exc}"))
+        keep, ended = [], []
+        for index, (channel, prompt_ids) in enumerate(prompts):
+            state = SequenceState(
+                channel.request, prompt_ids, context_length=self.context_length, eos_token_ids=self.eos_token_ids,
+                detokenizer=self.tokenizer.detokenizer(prompt_ids),
+            )
+            event = state.advance(logits[index])
+            channel.send(event)
+            if event.finish_reason is not None:
+                ended.append(channel)
+                continue
+            keep.append(index)
+            self._rows.append(_Row(channel, state, event.token_id))  # type: ignore[arg-type]
+        if keep:
+            self._batch.add(select_rows(cache, keep), inputs["attention_mask"][keep])
+        for channel in ended:
             channel.send(END)
-            return
-        state = SequenceState(
-            request, prompt_ids, context_length=self.context_length, eos_token_ids=self.eos_token_ids,
-            detokenizer=self.tokenizer.detokenizer(prompt_ids),
-        )
-        event = state.advance(logits[0, -1].float().numpy())
-        channel.send(event)
-        if event.finish_reason is not None:
-            channel.send(END)
-            return
-        self._batch.add(cache, len(prompt_ids))
-        self._rows.append(_Row(channel, state, event.token_id))  # type: ignore[arg-type]
 
     def _decode_step(self) -> None:
         try:

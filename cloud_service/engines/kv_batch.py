@@ -2,9 +2,10 @@
 
 Rows are left-padded to one shared length T: row i holds ``pad_i`` empty positions, then its tokens. Its
 attention mask has zeros over the padding and each row's position ids count only real tokens, so a padded
-row computes exactly what it would compute alone. A sequence joins with its own prefilled cache (the
-shorter side is left-padded to the longer); a finished one leaves by row selection; columns that are
-padding in every row are trimmed away.
+row computes exactly what it would compute alone. Sequences join with their prefilled cache (the narrower
+side is left-padded to the wider); a finished one leaves by row selection; columns that are
+padding in every row are trimmed away. Requests admitted together are prefilled in one forward pass, laid out
+the same way (``prefill_inputs``).
 
 Shapes: keys/values per layer (batch, kv_heads, T, head_dim); mask (batch, T).
 """
@@ -45,26 +46,26 @@ class KvBatch:
     def width(self) -> int:
         return 0 if self.mask is None else int(self.mask.shape[1])
 
-    def add(self, cache: DynamicCache, length: int) -> None:
-        """Append one sequence (its own cache of ``length`` tokens, batch 1) as the last row."""
+    def add(self, cache: DynamicCache, mask: torch.Tensor) -> None:
+        """Append sequences prefilled together: their cache and (n, L) mask, left-padded like this batch."""
         import torch
         from transformers import DynamicCache
 
-        mask = torch.ones((1, length), dtype=torch.long)
+        lengths = [int(n) for n in mask.sum(dim=1)]
         if self.cache is None:
-            self.cache, self.mask, self.lengths = cache, mask, [length]
+            self.cache, self.mask, self.lengths = cache, mask, lengths
             return
         assert self.mask is not None
-        width = max(self.width, length)
+        width, theirs = max(self.width, int(mask.shape[1])), int(mask.shape[1])
         layers = []
         for (keys, values), (new_keys, new_values) in zip(_layers(self.cache), _layers(cache), strict=True):
             layers.append((
-                torch.cat([_left_pad(keys, width - self.width, 2), _left_pad(new_keys, width - length, 2)]),
-                torch.cat([_left_pad(values, width - self.width, 2), _left_pad(new_values, width - length, 2)]),
+                torch.cat([_left_pad(keys, width - self.width, 2), _left_pad(new_keys, width - theirs, 2)]),
+                torch.cat([_left_pad(values, width - self.width, 2), _left_pad(new_values, width - theirs, 2)]),
             ))
         self.cache = DynamicCache(layers)
-        self.mask = torch.cat([_left_pad(self.mask, width - self.width, 1), _left_pad(mask, width - length, 1)])
-        self.lengths.append(length)
+        self.mask = torch.cat([_left_pad(self.mask, width - self.width, 1), _left_pad(mask, width - theirs, 1)])
+        self.lengths += lengths
 
     def keep(self, rows: list[int]) -> None:
         """Keep only these rows (in this order), then trim columns that are padding everywhere."""
@@ -103,5 +104,30 @@ class KvBatch:
         return sum(self.lengths)
 
 
+def prefill_inputs(prompts: list[list[int]], pad_id: int = 0) -> dict[str, torch.Tensor]:
+    """Model inputs that prefill several prompts in one forward pass, left-padded to the longest."""
+    import torch
+
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    positions = torch.zeros((len(prompts), width), dtype=torch.long)
+    for row, prompt in enumerate(prompts):
+        start = width - len(prompt)
+        ids[row, start:] = torch.tensor(prompt, dtype=torch.long)
+        mask[row, start:] = 1
+        positions[row, start:] = torch.arange(len(prompt))
+    return {"input_ids": ids, "attention_mask": mask, "position_ids": positions}
+
+
 def _layers(cache: DynamicCache) -> list[tuple[torch.Tensor, torch.Tensor]]:
     return [(layer.keys, layer.values) for layer in cache.layers]
+
+
+def select_rows(cache: DynamicCache, rows: list[int]) -> DynamicCache:
+    """A cache holding only these batch rows."""
+    import torch
+    from transformers import DynamicCache
+
+    index = torch.tensor(rows, dtype=torch.long)
+    return DynamicCache([(k.index_select(0, index), v.index_select(0, index)) for k, v in _layers(cache)])

@@ -52,7 +52,7 @@ class LlamaCppDecoder:
                 n_ctx=options.context_length,
                 n_batch=min(MAX_BATCH, options.context_length),
                 n_threads=options.threads,
-                n_threads_batch=options.threads,
+                n_threads_batch=options.batch_threads or options.threads,
                 seed=0,
                 verbose=False,
             )

@@ -10,4 +10,6 @@ class DecoderOptions:
     context_length: int
     """Tokens of KV cache (prompt + generated)."""
     threads: int | None
-    """CPU threads for the runtime; None: the library's default."""
+    """CPU threads for decoding (one token at a time); None: the library's default."""
+    batch_threads: int | None = None
+    """CPU threads for the prompt (prefill) where the runtime separates them (llama.cpp); None: ``threads``."""
