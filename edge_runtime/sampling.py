@@ -11,9 +11,11 @@ import numpy as np
 from edge_runtime.types import SamplingParams
 
 
-def logsumexp(logits: np.ndarray) -> float:
+def logsumexp(logits: np.ndarray, scratch: np.ndarray | None = None) -> float:
+    """log(sum(exp(logits))) without overflow; ``scratch`` (same shape, float32) saves an allocation per call."""
     peak = float(logits.max())
-    return peak + float(np.log(np.exp(logits - peak).sum()))
+    shifted = np.subtract(logits, peak, out=scratch if scratch is not None and scratch.shape == logits.shape else None)
+    return peak + float(np.log(np.exp(shifted, out=shifted).sum()))
 
 
 class Sampler:
@@ -22,11 +24,14 @@ class Sampler:
     def __init__(self, params: SamplingParams) -> None:
         self.params = params
         self._rng = np.random.default_rng(params.seed)
+        self._scratch: np.ndarray | None = None
 
     def pick(self, logits: np.ndarray) -> tuple[int, float]:
         """(token, logprob) from a (vocab,) float32 row of logits."""
         token = int(logits.argmax()) if self.params.greedy else self._sample(logits)
-        return token, float(logits[token]) - logsumexp(logits)
+        if self._scratch is None or self._scratch.shape != logits.shape or self._scratch.dtype != logits.dtype:
+            self._scratch = np.empty_like(logits)
+        return token, float(logits[token]) - logsumexp(logits, self._scratch)
 
     def _sample(self, logits: np.ndarray) -> int:
         params = self.params

@@ -62,6 +62,8 @@ class LlamaCppDecoder:
         # llama.cpp may round its cache up (to a multiple of 256); the engine keeps to the asked length
         self.context_length = min(options.context_length, self.llm.n_ctx())
         self.n_vocab = self.llm.n_vocab()
+        self._logits_address: int | None = None
+        self._logits = np.empty(0, dtype=np.float32)
         eos = self.llm.token_eos()
         self.eos_token_ids = eos_token_ids | ({eos} if eos >= 0 else set())
 
@@ -96,8 +98,13 @@ class LlamaCppDecoder:
             self.llm.reset()
             raise GenerationError(f"llama.cpp failed to decode: {exc}") from exc
         pointer = self._llama_cpp.llama_get_logits_ith(self.llm.ctx, -1)
-        # (vocab,) view of llama.cpp's buffer: valid until the next decode
-        return np.ctypeslib.as_array(ctypes.cast(pointer, ctypes.POINTER(ctypes.c_float)), shape=(self.n_vocab,))
+        address = ctypes.cast(pointer, ctypes.c_void_p).value
+        if address != self._logits_address:  # the buffer rarely moves: reuse the view over it
+            self._logits_address = address
+            self._logits = np.ctypeslib.as_array(
+                ctypes.cast(pointer, ctypes.POINTER(ctypes.c_float)), shape=(self.n_vocab,)
+            )
+        return self._logits  # (vocab,) view of llama.cpp's buffer: valid until the next decode
 
     def close(self) -> None:
         self.llm.close()

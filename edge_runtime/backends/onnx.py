@@ -1,8 +1,9 @@
-"""ONNX bundles on ONNX Runtime: our own KV-cache decode loop with IO binding.
+"""ONNX bundles on ONNX Runtime: our own KV-cache decode loop on OrtValues.
 
 The graph is an optimum "text-generation-with-past" decoder whose names and cache layout the export wrote
-into ``manifest.extra["onnx"]["io"]``. Each step binds the previous step's ``present.*`` OrtValues as this
-step's ``past_key_values.*`` inputs, so the cache never round-trips through numpy. (Measured against
+into ``manifest.extra["onnx"]["io"]``. Each step feeds the previous step's ``present.*`` OrtValues as this
+step's ``past_key_values.*`` inputs (``run_with_ort_values``), so the cache never round-trips through numpy,
+and reads the last row of the logits in place. (Measured against
 onnxruntime-genai's generator on the benchmark model: the same decode speed, without a 170 MB dependency on
 the device; see BENCHMARKS.md.)
 """
@@ -118,10 +119,12 @@ class OnnxDecoder:
         self.io = io
         self.context_length = options.context_length
         self.eos_token_ids = eos_token_ids
-        self._binding = self.session.io_binding()
+        self._ort = ort
+        self._output_names = [io.logits, *io.present]
         self._ones = np.ones((1, options.context_length), dtype=np.int64)
         self._positions = np.arange(options.context_length, dtype=np.int64)[None, :]
-        self._empty_past = np.zeros((1, io.kv_heads, 0, io.head_dim), dtype=np.dtype(io.kv_dtype))
+        empty = np.zeros((1, io.kv_heads, 0, io.head_dim), dtype=np.dtype(io.kv_dtype))
+        self._empty_past = [ort.OrtValue.ortvalue_from_numpy(empty) for _ in io.past]
         self._past: list[Any] = []
         self._logits: Any = None  # keeps the buffer that the returned row views alive
         self._length = 0
@@ -141,32 +144,24 @@ class OnnxDecoder:
 
     def _run(self, token_ids: Sequence[int]) -> np.ndarray:
         """Logits after the last of ``token_ids``, which follow the ``self._length`` cached tokens."""
-        io, binding, start = self.io, self._binding, self._length
+        io, start = self.io, self._length
         end = start + len(token_ids)
-        binding.bind_cpu_input(io.input_ids, np.asarray([token_ids], dtype=np.int64))
+        as_value = self._ort.OrtValue.ortvalue_from_numpy  # wraps the array in place, no copy
+        ids = np.asarray([token_ids], dtype=np.int64)
+        feeds = {io.input_ids: as_value(ids)}
         if io.attention_mask:
-            binding.bind_cpu_input(io.attention_mask, self._ones[:, :end])
+            feeds[io.attention_mask] = as_value(self._ones[:, :end])
         if io.position_ids:
-            binding.bind_cpu_input(io.position_ids, self._positions[:, start:end])
-        for index, name in enumerate(io.past):
-            if self._past:
-                binding.bind_ortvalue_input(name, self._past[index])
-            else:
-                binding.bind_cpu_input(name, self._empty_past)
-        binding.bind_output(io.logits)
-        for name in io.present:
-            binding.bind_output(name)
+            feeds[io.position_ids] = as_value(self._positions[:, start:end])
+        feeds.update(zip(io.past, self._past or self._empty_past, strict=True))
         try:
-            self.session.run_with_iobinding(binding)
+            outputs = self.session.run_with_ort_values(self._output_names, feeds)
         except Exception as exc:
             self._past, self._length = [], 0
             raise GenerationError(f"ONNX Runtime failed to run the decoder: {exc}") from exc
-        outputs = binding.get_outputs()
-        self._logits, self._past, self._length = outputs[0], outputs[1:], end
+        self._logits, self._past, self._length = outputs[0], list(outputs[1:]), end
         return _last_row(outputs[0])
 
     def close(self) -> None:
         self._logits, self._past = None, []
-        self._binding.clear_binding_inputs()
-        self._binding.clear_binding_outputs()
         del self.session
