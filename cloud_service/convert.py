@@ -6,6 +6,8 @@ INVALID_ARGUMENT with that message).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from cloud_service.wire.v1 import inference_pb2 as pb
 from edge_runtime.errors import InvalidRequestError
 from edge_runtime.types import FinishReason, GenerationRequest, Message, SamplingParams, TokenEvent, Usage
@@ -76,17 +78,21 @@ def request_to_wire(request: GenerationRequest, *, model: str, model_version: st
     return wire
 
 
-def chunk_from_event(event: TokenEvent, model_version: str = "") -> pb.GenerateChunk:
-    chunk = pb.GenerateChunk(text=event.text, model_version=model_version)
-    if event.token_id is not None and event.logprob is not None:
-        chunk.token_ids.append(event.token_id)
-        chunk.logprobs.append(event.logprob)
-    if event.finish_reason is not None:
-        chunk.finish_reason = _FINISH_TO_WIRE[event.finish_reason]
-    if event.usage is not None:
+def chunk_from_events(events: Sequence[TokenEvent], model_version: str = "") -> pb.GenerateChunk:
+    """One chunk for consecutive events: their text joined, every token with its logprob, the last one's finish
+    reason and usage."""
+    chunk = pb.GenerateChunk(text="".join(e.text for e in events), model_version=model_version)
+    for event in events:
+        if event.token_id is not None and event.logprob is not None:
+            chunk.token_ids.append(event.token_id)
+            chunk.logprobs.append(event.logprob)
+    last = events[-1]
+    if last.finish_reason is not None:
+        chunk.finish_reason = _FINISH_TO_WIRE[last.finish_reason]
+    if last.usage is not None:
         chunk.usage.CopyFrom(pb.Usage(
-            prompt_tokens=event.usage.prompt_tokens, completion_tokens=event.usage.completion_tokens,
-            cached_tokens=event.usage.cached_tokens,
+            prompt_tokens=last.usage.prompt_tokens, completion_tokens=last.usage.completion_tokens,
+            cached_tokens=last.usage.cached_tokens,
         ))
     return chunk
 

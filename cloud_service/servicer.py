@@ -21,7 +21,7 @@ import grpc
 
 from cloud_service.auth import current_tenant
 from cloud_service.config import Limits, TenantConfig
-from cloud_service.convert import chunk_from_event, request_from_wire
+from cloud_service.convert import chunk_from_events, request_from_wire
 from cloud_service.errors import DELIVERED_METADATA, DRAINING_METADATA, RETRY_AFTER_METADATA
 from cloud_service.metrics import ServerMetrics
 from cloud_service.quota import Quotas
@@ -34,10 +34,12 @@ from edge_runtime.errors import (
     EngineClosedError,
     InvalidRequestError,
 )
-from edge_runtime.types import GenerationRequest, Usage
+from edge_runtime.types import GenerationRequest, TokenEvent, Usage
 
 log = logging.getLogger("tandem.replica")
 
+CHUNK_INTERVAL_S = 0.01
+"""Tokens that follow each other within this share one GenerateChunk (per-message cost dominates otherwise)."""
 TEMPLATE_TOKEN_ALLOWANCE = 64
 """Upper bound on the tokens a chat template adds per message, for the cheap prompt-length pre-check."""
 
@@ -151,7 +153,8 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
         self.inflight[request.request_id] = model
         stream = model.engine.generate(request)
         delivered, status, usage = 0, "OK", Usage(0, 0)
-        first_at = last_at = started
+        first_at = last_at = sent_at = started
+        pending: list[TokenEvent] = []
         try:
             async for event in stream:
                 now = self._clock()
@@ -161,12 +164,20 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
                 else:
                     self.metrics.inter_token.labels(model.name).observe(now - last_at)
                 last_at = now
-                yield chunk_from_event(event, model.version if delivered == 0 else "")
                 delivered += 1 if event.token_id is not None else 0
                 usage = event.usage or usage
+                pending.append(event)
+                # tokens that arrive faster than CHUNK_INTERVAL_S share a chunk; the first and last go at once
+                if delivered <= 1 or event.finish_reason is not None or now - sent_at >= CHUNK_INTERVAL_S:
+                    yield chunk_from_events(pending, model.version if sent_at == started else "")
+                    pending, sent_at = [], now
+            if pending:
+                yield chunk_from_events(pending, "")
         except EdgeRuntimeError as exc:
             code = _status_of(exc)
             status = code.name
+            if pending:  # what was generated before the failure still reaches the caller
+                yield chunk_from_events(pending, "")
             if delivered:
                 context.set_trailing_metadata(((DELIVERED_METADATA, str(delivered)),))
             await context.abort(code, str(exc))
