@@ -35,6 +35,8 @@ bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -c constraints/cpu.txt -e '.[dev,bench]'
 	$(BIN)/python -m benchmarks.toy_models
 	$(BIN)/python -m benchmarks.export
+	$(BIN)/python -m benchmarks.edge
+	$(BIN)/python -m benchmarks.cloud
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
