@@ -110,7 +110,8 @@ def test_leaving_a_stream_early_cancels_it_and_the_next_request_runs(engine):
 def test_a_cancelled_task_cancels_its_request(engine):
     async def run():
         task = asyncio.create_task(collect(engine.generate(_greedy(400))))
-        await asyncio.sleep(0.05)
+        while not engine.running:  # cancel while the generation runs
+            await asyncio.sleep(0.0005)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
@@ -140,16 +141,18 @@ def test_abort_by_id_ends_the_running_stream_with_abort(engine):
 
 def test_abort_of_a_queued_request_and_of_an_unknown_id(engine):
     async def run():
-        first, second = _greedy(60), _greedy(5)
+        first, second = _greedy(400), _greedy(5)
         running = asyncio.create_task(collect(engine.generate(first)))
+        while not engine.running:
+            await asyncio.sleep(0.0005)
         queued = asyncio.create_task(_events(engine, second))
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0)  # submitted, waiting behind the first
         assert await engine.abort(second.request_id)
         assert not await engine.abort("no-such-request")
         return await running, await queued
 
     completion, queued_events = asyncio.run(run())
-    assert completion.usage.completion_tokens == 60
+    assert completion.usage.completion_tokens == 400
     assert [e.finish_reason for e in queued_events] == [FinishReason.ABORT]
 
 
