@@ -16,10 +16,10 @@ import asyncio
 import collections
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
-from edge_runtime.types import GenerationRequest, TokenEvent
+from edge_runtime.types import FinishReason, GenerationRequest, TokenEvent, Usage
 
 END = object()
 """The last item a worker sends on a channel."""
@@ -94,3 +94,26 @@ class RequestChannel:
         while await self._next() is not END:
             pass
         self.finished = True
+
+
+def abort_request(
+    lock: threading.Condition | threading.Lock,
+    request_id: str,
+    waiting: collections.deque[RequestChannel],
+    running: Callable[[], Iterable[RequestChannel]],
+) -> bool:
+    """An engine's ``abort(id)``: a queued request leaves the queue and its stream ends with ABORT at once; a
+    running one is flagged and its worker ends it with ABORT at the next token. False for an unknown id."""
+    with lock:
+        queued = next((c for c in waiting if c.request.request_id == request_id), None)
+        if queued is not None:
+            waiting.remove(queued)
+        target = queued or next((c for c in running() if c.request.request_id == request_id), None)
+        if target is None:
+            return False
+        target.aborted = True
+        target.cancelled.set()
+    if queued is not None:
+        queued.send(TokenEvent("", None, None, FinishReason.ABORT, Usage(0, 0)))
+        queued.send(END)
+    return True

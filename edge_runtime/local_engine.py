@@ -16,13 +16,13 @@ import threading
 from collections.abc import AsyncIterator, Callable
 
 from edge_runtime.bundle import Manifest
-from edge_runtime.channel import END, RequestChannel
+from edge_runtime.channel import END, RequestChannel, abort_request
 from edge_runtime.chat import ChatTemplate
 from edge_runtime.decoder import Decoder
 from edge_runtime.engine import EngineInfo
 from edge_runtime.errors import EdgeRuntimeError, EngineBusyError, EngineClosedError, GenerationError
 from edge_runtime.generation import run_generation
-from edge_runtime.types import FinishReason, GenerationRequest, TokenEvent, Usage
+from edge_runtime.types import FinishReason, GenerationRequest, TokenEvent
 
 log = logging.getLogger(__name__)
 
@@ -138,20 +138,7 @@ class LocalEngine:
         await job.wait_until_end()
 
     async def abort(self, request_id: str) -> bool:
-        with self._wake:
-            job = self._running if self._running and self._running.request.request_id == request_id else None
-            queued = next((j for j in self._jobs if j.request.request_id == request_id), None)
-            if queued is not None:
-                self._jobs.remove(queued)
-            target = job or queued
-            if target is None:
-                return False
-            target.aborted = True
-            target.cancelled.set()
-        if queued is not None:
-            queued.send(TokenEvent("", None, None, FinishReason.ABORT, Usage(0, 0)))
-            queued.send(END)
-        return True
+        return abort_request(self._wake, request_id, self._jobs, lambda: [self._running] if self._running else [])
 
     def _submit(self, request: GenerationRequest, loop: asyncio.AbstractEventLoop) -> RequestChannel:
         with self._wake:

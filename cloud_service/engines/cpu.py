@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from cloud_service.engines.kv_batch import KvBatch, prefill_inputs, select_rows
-from edge_runtime.channel import END, RequestChannel
+from edge_runtime.channel import END, RequestChannel, abort_request
 from edge_runtime.chat import TokenizerFacts, load_chat_template, prompt_text
 from edge_runtime.engine import EngineInfo
 from edge_runtime.errors import (
@@ -36,7 +36,7 @@ from edge_runtime.errors import (
 )
 from edge_runtime.generation import SequenceState, check_prompt_length
 from edge_runtime.tokenizer import TOKENIZER_FILE, BundleTokenizer
-from edge_runtime.types import FinishReason, GenerationRequest, TokenEvent, Usage
+from edge_runtime.types import FinishReason, GenerationRequest, TokenEvent
 
 log = logging.getLogger(__name__)
 
@@ -167,20 +167,7 @@ class CpuEngine:
         await channel.wait_until_end()
 
     async def abort(self, request_id: str) -> bool:
-        with self._wake:
-            queued = next((c for c in self._waiting if c.request.request_id == request_id), None)
-            if queued is not None:
-                self._waiting.remove(queued)
-            running = next((r.channel for r in self._rows if r.channel.request.request_id == request_id), None)
-            target = queued or running
-            if target is None:
-                return False
-            target.aborted = True
-            target.cancelled.set()
-        if queued is not None:
-            queued.send(TokenEvent("", None, None, FinishReason.ABORT, Usage(0, 0)))
-            queued.send(END)
-        return True
+        return abort_request(self._wake, request_id, self._waiting, lambda: [r.channel for r in self._rows])
 
     def close(self) -> None:
         with self._wake:
