@@ -1,0 +1,190 @@
+"""The CPU engine through the gRPC replica vs called in-process, at 1, 4, 16 and 32 concurrent streams.
+
+    python -m benchmarks.cloud [--json] [--rounds N] [--tokens N] [--cache DIR] [--quick]
+
+The model is a ~5M-parameter Llama from the toy factory (the size of the hybrid demo's cloud model).
+For each concurrency, each round runs the same streams twice, alternating which goes first: directly on a
+CpuEngine in this process, and through a replica started as a separate process (`tandem cloud serve`) on a
+loopback port, read by ``cloud_service.client``. Both engines have the same options and threads; both
+sides share this machine's cores, as a client and a replica on one box would.
+
+Reported per concurrency (median over rounds): aggregate tokens/s (``tps_grpc``, ``tps_direct``,
+``ratio`` = grpc / direct) and time-to-first-token p50/p99 for both. Goals (cloud-tier issue): ``ratio >=
+0.95`` at every concurrency; TTFT p50 overhead <= 3 ms; tokens/s at 16 streams >= 4 x at 1 stream.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from edge_runtime import GenerationRequest, Message, SamplingParams
+from export.toy_models import ToyModelSpec, cached_toy_model
+
+MODEL_SPEC = ToyModelSpec(
+    arch="llama", hidden_size=256, num_layers=4, num_heads=4, num_kv_heads=2, intermediate_size=768,
+    vocab_size=2048, max_position_embeddings=1024, init_std=0.02, corpus_lines=3000, seed=0,
+)
+CONCURRENCY = (1, 4, 16, 32)
+KEY = "tdm_benchmark"
+GOALS = {"ratio_min": 0.95, "ttft_overhead_p50_max_ms": 3.0, "batching_gain_min": 4.0}
+
+
+def _requests(count: int, tokens: int, round_: int) -> list[GenerationRequest]:
+    return [
+        GenerationRequest(
+            messages=[Message("user", f"Round {round_} stream {i}: describe the weather in city number {i}.")],
+            sampling=SamplingParams(temperature=0.0, max_tokens=tokens, ignore_eos=True),
+        )
+        for i in range(count)
+    ]
+
+
+async def _drive(streams: list[Any]) -> dict[str, Any]:
+    """Consume streams concurrently: total tokens over wall time, and each stream's time to first token."""
+    ttfts: list[float] = []
+
+    async def one(stream: Any, started: float) -> int:
+        count = 0
+        async for event in stream:
+            if count == 0:
+                ttfts.append(time.perf_counter() - started)
+            count += event.token_id is not None
+        return count
+
+    started = time.perf_counter()
+    counts = await asyncio.gather(*(one(s, started) for s in streams))
+    return {"tokens": sum(counts), "seconds": time.perf_counter() - started, "ttfts": ttfts}
+
+
+def _start_replica(model: Path, work: Path, threads: int, max_running: int) -> tuple[subprocess.Popen[str], int]:
+    config = work / "replica.toml"
+    config.write_text(
+        f'[server]\nport = 0\n[limits]\nmax_tokens = 4096\n'
+        f'[[models]]\nname = "bench"\npath = "{model}"\n[models.cpu]\nmax_running = {max_running}\n'
+        f"threads = {threads}\n"
+        f'[[tenants]]\nname = "bench"\nkey_sha256 = "{hashlib.sha256(KEY.encode()).hexdigest()}"\n'
+        "requests_per_minute = 1000000\ntokens_per_minute = 1000000000\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sdk", "cloud", "serve", "-c", str(config)], stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert process.stderr is not None
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        line = process.stderr.readline()
+        if '"message": "serving"' in line:
+            return process, int(json.loads(line)["port"])
+        if not line and process.poll() is not None:
+            break
+    process.kill()
+    raise RuntimeError("the replica did not start")
+
+
+def _p(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+
+async def _measure(model: Path, port: int, threads: int, rounds: int, tokens: int, max_running: int,
+                   concurrency: tuple[int, ...], log: Any) -> dict[str, Any]:
+    from cloud_service.client import CloudClient
+    from cloud_service.engines.cpu import CpuEngine, CpuEngineOptions
+
+    engine = CpuEngine(model, options=CpuEngineOptions(max_running=max_running, threads=threads))
+    results: dict[str, Any] = {}
+    async with CloudClient(f"127.0.0.1:{port}", api_key=KEY, timeout_s=600) as cloud:
+        warm = _requests(2, 8, -1)
+        await _drive([engine.generate(r) for r in warm])
+        await _drive([cloud.generate(r, model="bench") for r in warm])
+        for count in concurrency:
+            runs: dict[str, list[dict[str, Any]]] = {"direct": [], "grpc": []}
+            for round_ in range(rounds):
+                requests = _requests(count, tokens, round_)
+                sides = ["direct", "grpc"] if round_ % 2 == 0 else ["grpc", "direct"]
+                for side in sides:
+                    if side == "direct":
+                        runs[side].append(await _drive([engine.generate(r) for r in requests]))
+                    else:
+                        runs[side].append(await _drive([cloud.generate(r, model="bench") for r in requests]))
+            row: dict[str, float] = {}
+            for side, measured in runs.items():
+                row[f"tps_{side}"] = statistics.median(m["tokens"] / m["seconds"] for m in measured)
+                ttfts = [t for m in measured for t in m["ttfts"]]
+                row[f"ttft_p50_ms_{side}"] = _p(ttfts, 0.5)
+                row[f"ttft_p99_ms_{side}"] = _p(ttfts, 0.99)
+            row["ratio"] = row["tps_grpc"] / row["tps_direct"]
+            row["ttft_overhead_p50_ms"] = row["ttft_p50_ms_grpc"] - row["ttft_p50_ms_direct"]
+            results[str(count)] = row
+            log(f"{count:>2} streams: grpc {row['tps_grpc']:.0f} tok/s, direct {row['tps_direct']:.0f} tok/s")
+    engine.close()
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--tokens", type=int, default=64, help="tokens per stream")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads of each engine")
+    parser.add_argument("--quick", action="store_true", help="1 round, 16 tokens (a smoke run)")
+    parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "tandem" / "benchmarks")
+    options = parser.parse_args()
+    rounds, tokens = (1, 16) if options.quick else (options.rounds, options.tokens)
+    console = Console(stderr=True)
+    model = cached_toy_model(MODEL_SPEC, options.cache)
+    max_running = max(CONCURRENCY)
+    with tempfile.TemporaryDirectory() as work:
+        process, port = _start_replica(model, Path(work), options.threads, max_running)
+        try:
+            rows = asyncio.run(_measure(model, port, options.threads, rounds, tokens, max_running, CONCURRENCY,
+                                        console.print))
+        finally:
+            process.terminate()
+            process.wait(timeout=60)
+    from export.safetensors_info import parameter_count
+
+    gain = rows["16"]["tps_direct"] / rows["1"]["tps_direct"]
+    met = (
+        all(r["ratio"] >= GOALS["ratio_min"] for r in rows.values())
+        and all(r["ttft_overhead_p50_ms"] <= GOALS["ttft_overhead_p50_max_ms"] for r in rows.values())
+        and gain >= GOALS["batching_gain_min"]
+    )
+    result = {
+        "model": {"parameters": parameter_count(model), "tokens_per_stream": tokens, "rounds": rounds,
+                  "threads": options.threads, "max_running": max_running},
+        "concurrency": rows,
+        "batching_gain_16_vs_1": gain,
+        "goals": GOALS | {"met": met},
+    }
+    if options.json:
+        print(json.dumps(result, indent=2))
+        return
+    table = Table(title=f"CPU engine, gRPC on loopback vs in-process ({result['model']['parameters']:,} parameters)")
+    for column in ("streams", "tok/s grpc", "tok/s direct", "ratio", "TTFT p50 grpc", "TTFT p50 direct",
+                   "TTFT p99 grpc", "TTFT p99 direct"):
+        table.add_column(column, justify="right")
+    for count, r in rows.items():
+        table.add_row(count, f"{r['tps_grpc']:.0f}", f"{r['tps_direct']:.0f}", f"{r['ratio']:.3f}",
+                      f"{r['ttft_p50_ms_grpc']:.1f} ms", f"{r['ttft_p50_ms_direct']:.1f} ms",
+                      f"{r['ttft_p99_ms_grpc']:.1f} ms", f"{r['ttft_p99_ms_direct']:.1f} ms")
+    Console().print(table)
+    Console().print(f"batching gain, 16 streams vs 1: {gain:.1f} x; goals met: {met}")
+
+
+if __name__ == "__main__":
+    main()
