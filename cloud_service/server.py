@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1._async import HealthServicer
+from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from cloud_service.auth import AuthInterceptor, KeyRing
@@ -73,7 +73,7 @@ class ReplicaServer:
         self.inference = InferenceServicer(
             self.models, limits=config.limits, metrics=self.metrics, log_prompts=config.log_prompts
         )
-        self.health = HealthServicer()
+        self.health = health_aio.HealthServicer()
         keys = None if config.allow_unauthenticated and not config.tenants else KeyRing(config.tenants)
         self.server = grpc.aio.server(
             interceptors=[AuthInterceptor(keys)],

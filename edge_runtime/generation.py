@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import numpy as np
 
@@ -31,10 +32,22 @@ def check_prompt_length(prompt_tokens: int, context_length: int) -> None:
         )
 
 
-def encode_prompt(decoder: Decoder, request: GenerationRequest, template: ChatTemplate | None) -> list[int]:
+class Tokenizes(Protocol):
+    def tokenize(self, text: str, *, add_special: bool) -> list[int]: ...
+
+
+def prompt_ids(tokenizer: Tokenizes, request: GenerationRequest, template: ChatTemplate | None) -> list[int]:
+    """The request's prompt as every engine feeds it: formatted by ``prompt_text``, then tokenized."""
     text, add_special = prompt_text(request, template)
-    ids = decoder.tokenize(text, add_special=add_special)
-    check_prompt_length(len(ids), decoder.context_length)
+    return tokenizer.tokenize(text, add_special=add_special)
+
+
+def encode_prompt(
+    tokenizer: Tokenizes, request: GenerationRequest, template: ChatTemplate | None, context_length: int
+) -> list[int]:
+    """``prompt_ids``, refused with PromptTooLongError when it leaves no room in the context."""
+    ids = prompt_ids(tokenizer, request, template)
+    check_prompt_length(len(ids), context_length)
     return ids
 
 
@@ -94,11 +107,11 @@ def run_generation(
     cancelled: Callable[[], bool],
 ) -> Usage:
     """Generate until a finish condition or a cancel; returns the usage (also sent on the last event)."""
-    prompt_ids = encode_prompt(decoder, request, template)
-    logits, cached = decoder.prefill(prompt_ids)
+    ids = encode_prompt(decoder, request, template, decoder.context_length)
+    logits, cached = decoder.prefill(ids)
     state = SequenceState(
-        request, prompt_ids, context_length=decoder.context_length, eos_token_ids=decoder.eos_token_ids,
-        detokenizer=decoder.detokenizer(prompt_ids), cached_tokens=cached,
+        request, ids, context_length=decoder.context_length, eos_token_ids=decoder.eos_token_ids,
+        detokenizer=decoder.detokenizer(ids), cached_tokens=cached,
     )
     while not cancelled():
         event = state.advance(logits)

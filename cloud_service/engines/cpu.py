@@ -24,7 +24,7 @@ from typing import Any
 
 from cloud_service.engines.kv_batch import KvBatch, prefill_inputs, select_rows
 from edge_runtime.channel import END, RequestChannel, abort_request
-from edge_runtime.chat import TokenizerFacts, load_chat_template, prompt_text
+from edge_runtime.chat import TokenizerFacts, load_chat_template
 from edge_runtime.engine import EngineInfo
 from edge_runtime.errors import (
     EdgeRuntimeError,
@@ -34,7 +34,7 @@ from edge_runtime.errors import (
     InvalidRequestError,
     ModelLoadError,
 )
-from edge_runtime.generation import SequenceState, check_prompt_length
+from edge_runtime.generation import SequenceState, encode_prompt, prompt_ids
 from edge_runtime.tokenizer import TOKENIZER_FILE, BundleTokenizer
 from edge_runtime.types import FinishReason, GenerationRequest, TokenEvent
 
@@ -132,8 +132,7 @@ class CpuEngine:
 
     def prompt_tokens(self, request: GenerationRequest) -> int:
         """How many tokens the request's prompt is, formatted and tokenized as generate() will."""
-        text, add_special = prompt_text(request, self.template)
-        return len(self.tokenizer.tokenize(text, add_special=add_special))
+        return len(prompt_ids(self.tokenizer, request, self.template))
 
     @property
     def cache_usage(self) -> float:
@@ -218,10 +217,8 @@ class CpuEngine:
         prompts: list[tuple[RequestChannel, list[int]]] = []
         for channel in channels:
             try:
-                text, add_special = prompt_text(channel.request, self.template)
-                prompt_ids = self.tokenizer.tokenize(text, add_special=add_special)
-                check_prompt_length(len(prompt_ids), self.context_length)
-                prompts.append((channel, prompt_ids))
+                ids = encode_prompt(self.tokenizer, channel.request, self.template, self.context_length)
+                prompts.append((channel, ids))
             except EdgeRuntimeError as exc:
                 channel.send(exc)
                 channel.send(END)
@@ -238,10 +235,10 @@ class CpuEngine:
                 channel.send(END)
             return
         keep, ended = [], []
-        for index, (channel, prompt_ids) in enumerate(prompts):
+        for index, (channel, ids) in enumerate(prompts):
             state = SequenceState(
-                channel.request, prompt_ids, context_length=self.context_length, eos_token_ids=self.eos_token_ids,
-                detokenizer=self.tokenizer.detokenizer(prompt_ids),
+                channel.request, ids, context_length=self.context_length, eos_token_ids=self.eos_token_ids,
+                detokenizer=self.tokenizer.detokenizer(ids),
             )
             event = state.advance(logits[index])
             channel.send(event)

@@ -65,7 +65,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edge_runtime.chat import TokenizerFacts, load_chat_template, prompt_text
+from edge_runtime.chat import TokenizerFacts, load_chat_template
 from edge_runtime.engine import EngineInfo
 from edge_runtime.errors import (
     BackendUnavailableError,
@@ -76,7 +76,7 @@ from edge_runtime.errors import (
     InvalidRequestError,
     ModelLoadError,
 )
-from edge_runtime.generation import check_prompt_length
+from edge_runtime.generation import encode_prompt, prompt_ids
 from edge_runtime.tokenizer import TOKENIZER_FILE, BundleTokenizer
 from edge_runtime.types import FinishReason, GenerationRequest, SamplingParams, TokenEvent, Usage
 
@@ -565,20 +565,17 @@ class VllmEngine:
 
     def prompt_tokens(self, request: GenerationRequest) -> int:
         """How many tokens the request's prompt is, formatted and tokenized as generate() will."""
-        text, add_special = prompt_text(request, self.template)
-        return len(self.tokenizer.tokenize(text, add_special=add_special))
+        return len(prompt_ids(self.tokenizer, request, self.template))
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[TokenEvent]:
         if self._closed:
             raise EngineClosedError(f"{self._info.model}: the engine is closed")
         loop = self._bind_loop()
-        text, add_special = prompt_text(request, self.template)
-        prompt_ids = self.tokenizer.tokenize(text, add_special=add_special)
-        check_prompt_length(len(prompt_ids), self.context_length)
-        kwargs = to_vllm_sampling_kwargs(request.sampling, self.context_length - len(prompt_ids))
+        ids = encode_prompt(self.tokenizer, request, self.template, self.context_length)
+        kwargs = to_vllm_sampling_kwargs(request.sampling, self.context_length - len(ids))
         try:
             params = self._api.SamplingParams(**kwargs, output_kind=self._api.delta)
-            prompt = self._api.make_prompt(prompt_ids)
+            prompt = self._api.make_prompt(ids)
         except Exception as exc:
             raise translate_vllm_error(exc) from exc
         request_id = request.request_id
@@ -587,7 +584,7 @@ class VllmEngine:
         flight = _Flight(request_id, loop)
         self._flights[request_id] = flight
         pump = loop.create_task(self._pump(flight, prompt, params), name=f"tandem-vllm-{request_id}")
-        state = _StreamState(prompt_tokens=len(prompt_ids))
+        state = _StreamState(prompt_tokens=len(ids))
         try:
             while True:
                 item = await flight.queue.get()
