@@ -12,7 +12,7 @@ which cancels the request on the server. Imports no ML library: devices use it w
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -92,7 +92,7 @@ class CloudClient:
         self.target = target
         self.timeout_s = timeout_s
         self.tenant = tenant
-        self._metadata = (("authorization", f"Bearer {api_key}"),) if api_key else ()
+        self._metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {api_key}"),) if api_key else ()
         if tls is None:
             self.channel = grpc.aio.insecure_channel(target)
         else:
@@ -105,6 +105,11 @@ class CloudClient:
             self.channel = grpc.aio.secure_channel(target, credentials, options=options)
         self._stub = inference_pb2_grpc.InferenceStub(self.channel)
 
+    @property
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        """The call metadata (the API key) for other services on ``channel``, e.g. ModelDistribution."""
+        return self._metadata
+
     async def __aenter__(self) -> CloudClient:
         return self
 
@@ -116,13 +121,17 @@ class CloudClient:
         await self.channel.close()
 
     async def generate(self, request: GenerationRequest, *, model: str, model_version: str = "",
-                       timeout: float | None = None) -> AsyncIterator[TokenEvent]:
-        """Stream the answer; ``timeout`` (seconds, default the client's) is the whole call's deadline."""
+                       timeout: float | None = None,
+                       on_model_version: Callable[[str], None] | None = None) -> AsyncIterator[TokenEvent]:
+        """Stream the answer; ``timeout`` (seconds, default the client's) is the whole call's deadline.
+        ``on_model_version`` is called with the serving model version when the first chunk names it."""
         wire = request_to_wire(request, model=model, model_version=model_version, tenant=self.tenant)
         call = self._stub.Generate(wire, timeout=timeout or self.timeout_s, metadata=self._metadata)
         delivered = 0
         try:
             async for chunk in call:
+                if chunk.model_version and on_model_version is not None:
+                    on_model_version(chunk.model_version)
                 for event in events_from_chunk(chunk):
                     delivered += event.token_id is not None
                     yield event

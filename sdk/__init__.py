@@ -1,10 +1,61 @@
 """Tandem's SDK, for app developers: one client that answers each request on the device or in the cloud.
 
-Install with the ``edge`` extra; importing ``sdk`` never loads torch or transformers.
+    from sdk import HybridClient
+
+    with HybridClient("tandem.toml") as client:
+        response = client.chat.completions.create(messages=[{"role": "user", "content": "Hi"}])
+        print(response.choices[0].message.content, response.route.side, response.route.reasons)
+
+Rooms: ``policy`` (the configuration), ``signals/`` (memory, battery, thermal, cloud link), ``difficulty``
+and ``decision`` (where a request goes and why), ``backends/`` (the device and cloud sides),
+``orchestrator`` (fallback, failover, cascade), ``client`` (the OpenAI-shaped surface), ``route``,
+``completions``, ``telemetry``, ``provisioning`` (bundle download). Install with the ``edge`` extra;
+importing ``sdk`` never loads torch or transformers.
 """
 
 from importlib.metadata import version as _version
 
+from sdk.client import AsyncChatStream, AsyncHybridClient, ChatStream, HybridClient
+from sdk.errors import ClientClosedError, NoRouteError, PolicyError, RequestError, TandemError
+from sdk.policy import (
+    CascadeSettings,
+    CloudSettings,
+    DeviceSettings,
+    Mode,
+    Policy,
+    RetrySettings,
+    RoutingSettings,
+    load_policy,
+)
+from sdk.reasons import Reason, Side
+from sdk.route import Route, Switch, SwitchKind
+from sdk.telemetry import RequestRecord
+
 __version__ = _version("tandem-inference")
 
-__all__ = ["__version__"]
+__all__ = [
+    "AsyncChatStream",
+    "AsyncHybridClient",
+    "CascadeSettings",
+    "ChatStream",
+    "ClientClosedError",
+    "CloudSettings",
+    "DeviceSettings",
+    "HybridClient",
+    "Mode",
+    "NoRouteError",
+    "Policy",
+    "PolicyError",
+    "Reason",
+    "RequestError",
+    "RequestRecord",
+    "RetrySettings",
+    "Route",
+    "RoutingSettings",
+    "Side",
+    "Switch",
+    "SwitchKind",
+    "TandemError",
+    "__version__",
+    "load_policy",
+]

@@ -1,0 +1,432 @@
+"""HybridClient and AsyncHybridClient: the OpenAI-shaped client that answers on the device or in the cloud.
+
+    from sdk import HybridClient
+
+    with HybridClient("tandem.toml") as client:
+        response = client.chat.completions.create(messages=[{"role": "user", "content": "Hi"}], max_tokens=64)
+        print(response.choices[0].message.content, response.route.side, response.route.reasons)
+
+        with client.chat.completions.create(messages=..., stream=True) as stream:
+            for chunk in stream:
+                print(chunk.choices[0].delta.content, end="")
+        print(stream.route.switches)
+
+``AsyncHybridClient`` has the same surface with ``await`` / ``async for`` / ``async with``; HybridClient runs
+one on a private event-loop thread. Requests are checked before any work starts (RequestError); when
+neither side can answer, NoRouteError lists each side's reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from edge_runtime.errors import InvalidRequestError
+from edge_runtime.types import GenerationRequest, Message, SamplingParams, TokenEvent
+from sdk.backends.cloud import CloudSide
+from sdk.backends.edge import EdgeSide
+from sdk.completions import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionMessage,
+    Choice,
+    ChoiceDelta,
+    ChunkChoice,
+    CompletionUsage,
+)
+from sdk.difficulty import DifficultyEstimator
+from sdk.errors import ClientClosedError, RequestError
+from sdk.orchestrator import Orchestrator
+from sdk.policy import Mode, Policy, load_policy
+from sdk.provisioning import Provisioner
+from sdk.reasons import Side
+from sdk.route import Route, RouteBuilder
+from sdk.signals.hub import SignalHub
+from sdk.telemetry import RequestRecord, Telemetry
+
+if TYPE_CHECKING:
+    from sdk.signals.link import LinkMonitor
+
+T = TypeVar("T")
+
+MAX_TOKENS_LIMIT = 32768
+"""Larger max_tokens values are refused as a mistake (no device or replica generates that much)."""
+MAX_MESSAGES = 4096
+
+
+def _messages(messages: Any) -> tuple[Message, ...]:
+    if isinstance(messages, str | bytes) or not isinstance(messages, Sequence):
+        raise RequestError("messages must be a list of {'role': ..., 'content': ...} items")
+    if not messages:
+        raise RequestError("messages is empty; give at least one message")
+    if len(messages) > MAX_MESSAGES:
+        raise RequestError(f"messages has {len(messages)} items; at most {MAX_MESSAGES}")
+    out = []
+    for index, item in enumerate(messages):
+        if isinstance(item, Message):
+            out.append(item)
+            continue
+        if not isinstance(item, Mapping) or "role" not in item or "content" not in item:
+            raise RequestError(f"messages[{index}] must be a mapping with 'role' and 'content'")
+        try:
+            out.append(Message(item["role"], item["content"]))
+        except InvalidRequestError as exc:
+            raise RequestError(f"messages[{index}]: {exc}") from None
+    if out[-1].role == "assistant":
+        raise RequestError("the last message is the assistant's; to continue an answer pass assistant_prefix=")
+    return tuple(out)
+
+
+def build_request(messages: Any, *, max_tokens: int | None = None, temperature: float | None = None,
+                  top_p: float | None = None, top_k: int | None = None, stop: str | Iterable[str] | None = None,
+                  seed: int | None = None, assistant_prefix: str = "", request_id: str | None = None
+                  ) -> GenerationRequest:
+    """The edge runtime's request for OpenAI-style arguments; RequestError names what is wrong."""
+    if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int)
+                                   or not 1 <= max_tokens <= MAX_TOKENS_LIMIT):
+        raise RequestError(f"max_tokens must be an integer from 1 to {MAX_TOKENS_LIMIT}, got {max_tokens!r}")
+    sampling: dict[str, Any] = {"max_tokens": max_tokens if max_tokens is not None else SamplingParams.max_tokens}
+    for name, value in (("temperature", temperature), ("top_p", top_p), ("top_k", top_k), ("seed", seed)):
+        if value is not None:
+            sampling[name] = value
+    if stop is not None:
+        sampling["stop"] = (stop,) if isinstance(stop, str) else tuple(stop)
+    try:
+        return GenerationRequest(messages=_messages(messages), sampling=SamplingParams(**sampling),
+                                 assistant_prefix=assistant_prefix, request_id=request_id or uuid.uuid4().hex)
+    except InvalidRequestError as exc:
+        raise RequestError(str(exc)) from None
+
+
+class AsyncChatStream:
+    """An async iterator of ChatCompletionChunk and an async context manager; leaving it cancels the request."""
+
+    def __init__(self, client: AsyncHybridClient, request: GenerationRequest, mode: Mode) -> None:
+        self._client = client
+        self._request = request
+        self._builder = RouteBuilder()
+        self._events = client._run(request, mode, self._builder)
+        self._iterator: AsyncIterator[ChatCompletionChunk] | None = None
+        self.id = f"chatcmpl-{request.request_id}"
+        self.created = int(time.time())
+
+    @property
+    def route(self) -> Route:
+        """The route so far; final once the stream ended."""
+        return self._builder.build()
+
+    def __aiter__(self) -> AsyncIterator[ChatCompletionChunk]:
+        if self._iterator is None:
+            self._iterator = self._chunks()
+        return self._iterator
+
+    async def __anext__(self) -> ChatCompletionChunk:
+        return await anext(self.__aiter__())
+
+    async def _chunks(self) -> AsyncIterator[ChatCompletionChunk]:
+        first = True
+        async for event in self._events:
+            route = None
+            usage = None
+            if event.finish_reason is not None:
+                route = self._builder.build()
+                if event.usage is not None:
+                    usage = CompletionUsage(event.usage.prompt_tokens, event.usage.completion_tokens,
+                                            event.usage.prompt_tokens + event.usage.completion_tokens)
+            if not event.text and event.finish_reason is None and not first:
+                continue
+            delta = ChoiceDelta(event.text, "assistant" if first else None)
+            logprobs = (event.logprob,) if event.logprob is not None else ()
+            finish = str(event.finish_reason) if event.finish_reason is not None else None
+            first = False
+            choice = ChunkChoice(delta, finish, 0, logprobs)
+            yield ChatCompletionChunk(self.id, self.created, self._builder.model, (choice,), usage, route)
+
+    async def aclose(self) -> None:
+        if self._iterator is not None:
+            await self._iterator.aclose()  # type: ignore[attr-defined]
+        await self._events.aclose()  # type: ignore[attr-defined]
+
+    async def __aenter__(self) -> AsyncChatStream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+class _AsyncCompletions:
+    def __init__(self, client: AsyncHybridClient) -> None:
+        self._client = client
+
+    async def create(self, *, messages: Any, stream: bool = False, max_tokens: int | None = None,
+                     temperature: float | None = None, top_p: float | None = None, top_k: int | None = None,
+                     stop: str | Iterable[str] | None = None, seed: int | None = None, assistant_prefix: str = "",
+                     mode: Mode | str | None = None, request_id: str | None = None,
+                     ) -> ChatCompletion | AsyncChatStream:
+        """Answer ``messages``; ``stream=True`` returns an AsyncChatStream. ``mode`` overrides the policy's."""
+        client = self._client
+        client._check_open()
+        request = build_request(messages, max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
+                                stop=stop, seed=seed, assistant_prefix=assistant_prefix, request_id=request_id)
+        chosen = client._mode(mode)
+        if stream:
+            return AsyncChatStream(client, request, chosen)
+        return await client._complete(request, chosen)
+
+
+class _AsyncChat:
+    def __init__(self, client: AsyncHybridClient) -> None:
+        self.completions = _AsyncCompletions(client)
+
+
+class AsyncHybridClient:
+    def __init__(self, policy: Policy | str | os.PathLike[str], *, signals: SignalHub | None = None,
+                 on_record: Callable[[RequestRecord], None] | None = None) -> None:
+        self.policy = policy if isinstance(policy, Policy) else load_policy(policy)
+        mode = self.policy.routing.mode
+        self.edge = EdgeSide(self.policy.device) if self.policy.device.configured and mode is not Mode.CLOUD_ONLY \
+            else None
+        self.cloud = CloudSide(self.policy.cloud) if self.policy.cloud.configured and mode is not Mode.LOCAL_ONLY \
+            else None
+        self.link: LinkMonitor | None = None
+        if signals is None:
+            signals = SignalHub(link=self._link_monitor())
+            self._own_signals = True
+        else:
+            self._own_signals = False
+            self.link = signals.link
+        self.signals = signals
+        self.telemetry = Telemetry(on_record)
+        self._estimator = DifficultyEstimator(self.policy.routing.max_difficulty)
+        self._router_checked = False
+        sides: dict[Side, Any] = {}
+        if self.edge is not None:
+            sides[Side.DEVICE] = self.edge
+        if self.cloud is not None:
+            sides[Side.CLOUD] = self.cloud
+        edge = self.edge
+        self.orchestrator = Orchestrator(
+            self.policy, sides,
+            device_health=(lambda blocked: edge.health(blocked)) if edge is not None else (lambda blocked: None),
+            signals=self.signals.current, estimator=self._current_estimator, cloud_feedback=self._cloud_feedback,
+        )
+        self.provisioner: Provisioner | None = None
+        if self.policy.device.provision_bundle and self.edge is not None and self.cloud is not None:
+            self.provisioner = Provisioner(self.policy.device.provision_bundle, self.edge, self.cloud)
+        self.chat = _AsyncChat(self)
+        self._closed = False
+        self._started = False
+
+    def _link_monitor(self) -> LinkMonitor | None:
+        if self.cloud is None:
+            return None
+        from sdk.signals.link import LinkMonitor
+
+        settings = self.policy.cloud
+        # The Inference service's readiness: NOT_SERVING while a replica or the gateway drains.
+        self.link = LinkMonitor(settings.target or "", service="tandem.v1.Inference",
+                                api_key=settings.resolved_api_key(), tls=self.cloud.client_tls(),
+                                interval_s=settings.health_interval_s)
+        return self.link
+
+    def _cloud_feedback(self, ok: bool) -> None:
+        if self.link is not None:
+            if ok:
+                self.link.report_success()
+            else:
+                self.link.report_failure()
+
+    def _current_estimator(self) -> DifficultyEstimator:
+        if not self._router_checked and self.edge is not None and self.edge.loaded:
+            self._router_checked = True
+            router = self.edge.router()
+            if router is not None:
+                self._estimator = self._estimator.with_router(router, self.policy.routing.router_threshold)
+        return self._estimator
+
+    def _mode(self, mode: Mode | str | None) -> Mode:
+        if mode is None:
+            return self.policy.routing.mode
+        try:
+            return Mode(mode)
+        except ValueError:
+            raise RequestError(f"mode {mode!r} is not one of {', '.join(m.value for m in Mode)}") from None
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClientClosedError
+
+    async def start(self) -> None:
+        """Start the signal refresh and bundle provisioning now (the first request does it otherwise)."""
+        self._check_open()
+        if self._started:
+            return
+        self._started = True
+        if self._own_signals:
+            self.signals.start()
+        if self.provisioner is not None:
+            self.provisioner.start()
+
+    async def _run(self, request: GenerationRequest, mode: Mode, route: RouteBuilder) -> AsyncIterator[TokenEvent]:
+        await self.start()
+        error: BaseException | None = None
+        try:
+            async for event in self.orchestrator.run(request, mode, route):
+                yield event
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            if not isinstance(error, GeneratorExit | asyncio.CancelledError):
+                self.telemetry.record(RequestRecord.of(request.request_id, str(mode),
+                                                       route.build() if route.attempts else None, error))
+
+    async def _complete(self, request: GenerationRequest, mode: Mode) -> ChatCompletion:
+        builder = RouteBuilder()
+        text: list[str] = []
+        logprobs: list[float] = []
+        finish, usage = "stop", None
+        async for event in self._run(request, mode, builder):
+            text.append(event.text)
+            if event.logprob is not None:
+                logprobs.append(event.logprob)
+            if event.finish_reason is not None:
+                finish, usage = str(event.finish_reason), event.usage
+        route = builder.build()
+        prompt, completion = (usage.prompt_tokens, usage.completion_tokens) if usage else (0, route.tokens)
+        return ChatCompletion(
+            f"chatcmpl-{request.request_id}", int(time.time()), route.model,
+            (Choice(ChatCompletionMessage("".join(text)), finish, 0, tuple(logprobs)),),
+            CompletionUsage(prompt, completion, prompt + completion), route,
+        )
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self.provisioner is not None:
+            await self.provisioner.close()
+        if self._own_signals:
+            await asyncio.to_thread(self.signals.close)
+        if self.cloud is not None:
+            await self.cloud.close()
+        if self.edge is not None:
+            await asyncio.to_thread(self.edge.close)
+
+    async def __aenter__(self) -> AsyncHybridClient:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+class ChatStream:
+    """An iterator of ChatCompletionChunk and a context manager; leaving it cancels the request."""
+
+    def __init__(self, client: HybridClient, stream: AsyncChatStream) -> None:
+        self._client = client
+        self._stream = stream
+
+    @property
+    def route(self) -> Route:
+        return self._stream.route
+
+    def __iter__(self) -> Iterator[ChatCompletionChunk]:
+        return self
+
+    def __next__(self) -> ChatCompletionChunk:
+        try:
+            return self._client._call(anext(self._stream))
+        except StopAsyncIteration:
+            raise StopIteration from None
+
+    def close(self) -> None:
+        self._client._call(self._stream.aclose())
+
+    def __enter__(self) -> ChatStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if not self._client._loop.is_closed():
+            asyncio.run_coroutine_threadsafe(self._stream.aclose(), self._client._loop)
+
+
+class _Completions:
+    def __init__(self, client: HybridClient) -> None:
+        self._client = client
+
+    def create(self, **kwargs: Any) -> ChatCompletion | ChatStream:
+        """As AsyncHybridClient's ``chat.completions.create``; ``stream=True`` returns a ChatStream."""
+        result = self._client._call(self._client.aio.chat.completions.create(**kwargs))
+        if isinstance(result, AsyncChatStream):
+            return ChatStream(self._client, result)
+        return result
+
+
+class _Chat:
+    def __init__(self, client: HybridClient) -> None:
+        self.completions = _Completions(client)
+
+
+class HybridClient:
+    """The blocking client: an AsyncHybridClient on a private event-loop thread."""
+
+    def __init__(self, policy: Policy | str | os.PathLike[str], *, signals: SignalHub | None = None,
+                 on_record: Callable[[RequestRecord], None] | None = None) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="tandem-hybrid-client", daemon=True)
+        self._thread.start()
+
+        async def build() -> AsyncHybridClient:
+            return AsyncHybridClient(policy, signals=signals, on_record=on_record)
+
+        try:
+            self.aio = self._call(build())
+        except BaseException:
+            self._stop_loop()
+            raise
+        self.chat = _Chat(self)
+
+    @property
+    def policy(self) -> Policy:
+        return self.aio.policy
+
+    @property
+    def telemetry(self) -> Telemetry:
+        return self.aio.telemetry
+
+    def _call(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        if self._loop.is_closed():
+            coroutine.close()
+            raise ClientClosedError
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+
+    def start(self) -> None:
+        self._call(self.aio.start())
+
+    def close(self) -> None:
+        if self._loop.is_closed():
+            return
+        self._call(self.aio.close())
+        self._stop_loop()
+
+    def _stop_loop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
+
+    def __enter__(self) -> HybridClient:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,44 @@
+"""Errors of the SDK, raised before any work starts (bad policy, bad request) or when no side can answer.
+
+    TandemError                     base of every SDK error
+    ├── PolicyError (ValueError)    a policy file or value is invalid; the message names the field
+    ├── RequestError (ValueError)   a request is invalid (empty messages, unknown role, absurd max_tokens...)
+    ├── NoRouteError                neither the device nor the cloud could answer; ``reasons`` has each side's
+    └── ClientClosedError           the client was closed
+
+Failures of one side are not raised to the caller while the other side can still answer: they become
+fallbacks recorded in the response's route.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+
+class TandemError(Exception):
+    pass
+
+
+class PolicyError(TandemError, ValueError):
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem
+
+
+class RequestError(TandemError, ValueError):
+    pass
+
+
+class NoRouteError(TandemError):
+    """Neither side could give an answer. ``reasons`` maps "device" and "cloud" to why not."""
+
+    def __init__(self, reasons: Mapping[str, str]) -> None:
+        self.reasons = dict(reasons)
+        listed = "; ".join(f"{side}: {why}" for side, why in self.reasons.items())
+        super().__init__(f"no side could answer ({listed})")
+
+
+class ClientClosedError(TandemError):
+    def __init__(self) -> None:
+        super().__init__("the client is closed; create a new HybridClient")

@@ -1,0 +1,186 @@
+"""One request from decision to last token: the chosen side, retries, fallback, failover and the cascade.
+
+    decision -> side A --(fails before its first token)--> side B                        (fallback)
+             -> side A --(breaks after k tokens)--> side B continues after those k tokens (failover)
+             -> device --(a token among the first `window` below min_logprob)--> cloud  (escalation)
+
+The caller's stream never repeats or loses text: the continuing side gets the original request with the
+text delivered so far as its assistant prefix (and max_tokens reduced by the tokens delivered). With the
+cascade on, the device's first ``window_tokens`` tokens are held back until they pass the check, so nothing
+below the threshold reaches the caller. A side is retried (with backoff) only when the other side cannot take
+over; every side gets at most ``retry.attempts`` tries per request. When neither side can answer, one
+NoRouteError lists each side's reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import random
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
+from typing import Protocol
+
+from edge_runtime.types import GenerationRequest, TokenEvent, Usage
+from sdk.backends.failure import SideFailure
+from sdk.backoff import backoff_delay
+from sdk.breaker import CircuitBreaker
+from sdk.decision import CloudHealth, Decision, DeviceHealth, decide
+from sdk.difficulty import Difficulty, DifficultyEstimator
+from sdk.errors import NoRouteError
+from sdk.policy import Mode, Policy
+from sdk.reasons import Reason, Side
+from sdk.route import RouteBuilder, SwitchKind
+from sdk.signals.types import Signals
+
+CLOUD_LINK_CODES = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED", "FIRST_TOKEN_TIMEOUT"})
+"""Cloud failures that say something about the link (reported to the link monitor)."""
+
+
+class SideBackend(Protocol):
+    side: Side
+    model: str
+    version: str
+
+    def generate(self, request: GenerationRequest) -> AsyncIterator[TokenEvent]: ...
+
+
+class _Escalate(Exception):
+    pass
+
+
+async def cascade(events: AsyncIterator[TokenEvent], window: int, min_logprob: float) -> AsyncIterator[TokenEvent]:
+    """Hold back the first ``window`` tokens; raise _Escalate if one of them is below ``min_logprob``."""
+    held: list[TokenEvent] = []
+    seen = 0
+    async with aclosing(events):
+        async for event in events:
+            if seen >= window:
+                yield event
+                continue
+            if event.token_id is not None:
+                seen += 1
+                if event.logprob is not None and event.logprob < min_logprob:
+                    raise _Escalate
+            held.append(event)
+            if seen >= window or event.finish_reason is not None:
+                for kept in held:
+                    yield kept
+                held.clear()
+
+
+def continuation(request: GenerationRequest, text: str, tokens: int, attempt: int) -> GenerationRequest:
+    """The request that goes on after ``text`` (``tokens`` tokens) was delivered."""
+    if not text and not tokens:
+        return dataclasses.replace(request, request_id=f"{request.request_id}-{attempt}") if attempt else request
+    sampling = request.sampling
+    if sampling.max_tokens is not None:
+        sampling = dataclasses.replace(sampling, max_tokens=max(1, sampling.max_tokens - tokens))
+    return dataclasses.replace(request, assistant_prefix=request.assistant_prefix + text, sampling=sampling,
+                               request_id=f"{request.request_id}-{attempt}")
+
+
+class Orchestrator:
+    def __init__(self, policy: Policy, sides: dict[Side, SideBackend], device_health: Callable[[bool], DeviceHealth],
+                 signals: Callable[[], Signals], estimator: Callable[[], DifficultyEstimator],
+                 cloud_feedback: Callable[[bool], None] | None = None, rng: random.Random | None = None) -> None:
+        self.policy = policy
+        self.sides = sides
+        self.device_health = device_health
+        self.signals = signals
+        self.estimator = estimator
+        self.cloud_feedback = cloud_feedback or (lambda ok: None)
+        self.rng = rng or random.Random()
+        retry = policy.retry
+        self.breakers = {side: CircuitBreaker(retry.breaker_failures, retry.breaker_reset_s) for side in Side}
+
+    def decide(self, request: GenerationRequest, mode: Mode) -> tuple[Decision, Difficulty]:
+        messages = request.messages or ()
+        difficulty = self.estimator().estimate(messages, request.sampling.max_tokens)
+        device = self.device_health(self.breakers[Side.DEVICE].blocks) if Side.DEVICE in self.sides else \
+            DeviceHealth(False, False, False, False, None, False)
+        cloud = CloudHealth(Side.CLOUD in self.sides, self.breakers[Side.CLOUD].blocks)
+        return decide(mode, self.signals(), difficulty, device, cloud, self.policy.routing), difficulty
+
+    async def run(self, request: GenerationRequest, mode: Mode, route: RouteBuilder) -> AsyncIterator[TokenEvent]:
+        started = time.perf_counter()
+        decision, difficulty = self.decide(request, mode)
+        route.decision_us = (time.perf_counter() - started) * 1e6
+        route.reasons, route.difficulty = decision.reasons, difficulty
+        failures = {str(side): str(why) for side, why in decision.blocked}
+        if decision.target is None:
+            raise NoRouteError(failures or {"device": "unavailable", "cloud": "unavailable"})
+        allowed = {decision.target} | ({decision.fallback} if decision.fallback else set())
+        tries = dict.fromkeys(Side, 0)
+        exhausted: set[Side] = set()
+        side = decision.target
+        use_cascade = (self.policy.cascade.enabled and side is Side.DEVICE and Side.CLOUD in allowed)
+        text, tokens, attempt_no = "", 0, 0
+        while True:
+            backend = self.sides[side]
+            breaker = self.breakers[side]
+            got = 0
+            if not breaker.allow():
+                failures[str(side)] = "circuit breaker open"
+                exhausted.add(side)
+                failure: SideFailure | None = SideFailure(
+                    side, Reason.CLOUD_BREAKER_OPEN if side is Side.CLOUD else Reason.DEVICE_BREAKER_OPEN,
+                    "circuit breaker open", retryable=False, code="BREAKER_OPEN")
+            else:
+                tries[side] += 1
+                sub = continuation(request, text, tokens, attempt_no)
+                attempt_no += 1
+                failure = None
+                events = backend.generate(sub)
+                if use_cascade and tokens == 0:
+                    events = cascade(events, self.policy.cascade.window_tokens, self.policy.cascade.min_logprob)
+                try:
+                    async with aclosing(events):
+                        async for event in events:
+                            if event.token_id is not None:
+                                got += 1
+                                tokens += 1
+                            route.token(event.text, event.token_id is not None)
+                            text += event.text
+                            if event.finish_reason is not None and event.usage is not None:
+                                event = dataclasses.replace(event, usage=Usage(
+                                    event.usage.prompt_tokens, tokens, event.usage.cached_tokens))
+                            yield event
+                    breaker.success()
+                    if side is Side.CLOUD:
+                        self.cloud_feedback(True)
+                    route.attempt(side, backend.model, backend.version, got, True)
+                    route.finished_at = time.perf_counter()
+                    return
+                except _Escalate:
+                    route.attempt(side, backend.model, backend.version, 0, False, "LOW_CONFIDENCE")
+                    route.switch(SwitchKind.ESCALATION, side, Side.CLOUD, Reason.LOW_CONFIDENCE)
+                    use_cascade, side = False, Side.CLOUD
+                    continue
+                except SideFailure as caught:
+                    failure = caught
+                    breaker.failure()
+                    if side is Side.CLOUD and caught.code in CLOUD_LINK_CODES:
+                        self.cloud_feedback(False)
+                    route.attempt(side, backend.model, backend.version, got, False, caught.code, caught.detail)
+                    failures[str(side)] = caught.detail
+                    if not caught.retryable or tries[side] >= self.policy.retry.attempts:
+                        exhausted.add(side)
+            assert failure is not None
+            other = side.other
+            if other in allowed and other not in exhausted:
+                kind = SwitchKind.FAILOVER if tokens else SwitchKind.FALLBACK
+                reason = Reason.STREAM_BROKEN if got else failure.reason
+                route.switch(kind, side, other, reason, failure.code)
+                side = other
+                continue
+            if side not in exhausted:
+                route.switch(SwitchKind.RETRY, side, side, failure.reason, failure.code)
+                retry = self.policy.retry
+                if not got:
+                    await asyncio.sleep(backoff_delay(tries[side] - 1, retry.base_delay_s, retry.max_delay_s,
+                                                      self.rng))
+                continue
+            raise NoRouteError(failures)
+

@@ -1,0 +1,159 @@
+"""Fallback, mid-stream failover, the circuit breaker and the confidence cascade, with real engines: the
+toy model in a signed GGUF bundle on the device and the same model behind a replica on loopback, so a greedy
+answer continued on the other side must equal a single engine's greedy answer exactly."""
+
+from __future__ import annotations
+
+import asyncio
+
+from sdk import AsyncHybridClient, Reason, Side, SwitchKind
+from sdk.breaker import BreakerState
+from tests.sdk.conftest import free_port, make_policy, replica, run
+from tests.sdk.test_client_routes import QUESTION, hub
+
+TOKENS = 160
+
+
+async def _single_engine(target, device_bundle, public_key_file, *, prefix: str = "", tokens: int = TOKENS) -> str:
+    """A greedy answer from one side only (the device when target is None), optionally continuing ``prefix``."""
+    policy = make_policy(bundle=device_bundle, key=public_key_file, target=target,
+                         mode="cloud_only" if target else "local_only")
+    async with AsyncHybridClient(policy, signals=hub()) as client:
+        response = await client.chat.completions.create(messages=QUESTION, max_tokens=tokens, temperature=0,
+                                                        assistant_prefix=prefix)
+    assert response.usage.completion_tokens == tokens, "the toy model must not stop early for this test"
+    return response.choices[0].message.content
+
+
+def _assert_no_gap(text: str, route, first: str, continued: str) -> None:
+    """``text`` is the first side's own answer up to the switch, then exactly what the second side continues
+    from that text: nothing repeated, nothing lost."""
+    [switch] = route.switches
+    cut = switch.after_chars
+    assert 0 < switch.after_tokens < TOKENS and 0 < cut < len(text)
+    assert text[:cut] == first[:cut]
+    assert text[cut:] == continued
+
+
+async def _stream_with(client, on_chunk) -> tuple[str, object]:
+    stream = await client.chat.completions.create(messages=QUESTION, max_tokens=TOKENS, temperature=0, stream=True)
+    pieces = []
+    async with stream:
+        async for chunk in stream:
+            pieces.append(chunk.choices[0].delta.content)
+            await on_chunk(len(pieces))
+    return "".join(pieces), stream.route
+
+
+def test_cloud_killed_mid_stream_continues_on_the_device_without_a_gap(tiny_llama, cloud_engine, device_bundle,
+                                                                       public_key_file):
+    async def main():
+        async with replica(tiny_llama, cloud_engine) as server:
+            first = await _single_engine(server.target, device_bundle, public_key_file)
+            policy = make_policy(bundle=device_bundle, key=public_key_file, target=server.target,
+                                 mode="prefer_cloud")
+            async with AsyncHybridClient(policy, signals=hub()) as client:
+
+                async def kill(count):
+                    if count == 3:
+                        await server.stop(0, close_engines=False)  # the replica dies under the stream
+
+                text, route = await _stream_with(client, kill)
+        [switch] = route.switches
+        continued = await _single_engine(None, device_bundle, public_key_file, prefix=text[:switch.after_chars],
+                                         tokens=TOKENS - switch.after_tokens)
+        return text, route, first, continued
+
+    text, route, first, continued = run(main)
+    _assert_no_gap(text, route, first, continued)
+    assert route.sides == (Side.CLOUD, Side.DEVICE)
+    [switch] = route.switches
+    assert (switch.kind, switch.from_side, switch.to_side, switch.reason) == (
+        SwitchKind.FAILOVER, Side.CLOUD, Side.DEVICE, Reason.STREAM_BROKEN)
+    assert route.tokens == TOKENS and route.side is Side.DEVICE
+
+
+def test_device_failing_mid_stream_continues_in_the_cloud(tiny_llama, cloud_engine, device_bundle, public_key_file):
+    async def main():
+        first = await _single_engine(None, device_bundle, public_key_file)
+        async with replica(tiny_llama, cloud_engine) as server:
+            policy = make_policy(bundle=device_bundle, key=public_key_file, target=server.target,
+                                 mode="prefer_local")
+            async with AsyncHybridClient(policy, signals=hub()) as client:
+
+                async def break_device(count):
+                    if count == 3:
+                        engine = await client.edge.engine()
+                        await asyncio.to_thread(engine.close)  # the local runtime goes away mid-answer
+
+                text, route = await _stream_with(client, break_device)
+            [switch] = route.switches
+            continued = await _single_engine(server.target, device_bundle, public_key_file,
+                                             prefix=text[:switch.after_chars], tokens=TOKENS - switch.after_tokens)
+        return text, route, first, continued
+
+    text, route, first, continued = run(main)
+    _assert_no_gap(text, route, first, continued)
+    assert route.sides == (Side.DEVICE, Side.CLOUD)
+    assert [(s.kind, s.reason, s.code) for s in route.switches] == [
+        (SwitchKind.FAILOVER, Reason.STREAM_BROKEN, "EngineClosedError")]
+
+
+def test_dead_cloud_falls_back_then_the_breaker_opens_and_closes_again(tiny_llama, cloud_engine, device_bundle,
+                                                                        public_key_file):
+    port = free_port()
+    policy = make_policy(bundle=device_bundle, key=public_key_file, target=f"127.0.0.1:{port}",
+                         mode="prefer_cloud", retry=dict(breaker_failures=2, breaker_reset_s=1.5))
+
+    async def main():
+        async with AsyncHybridClient(policy, signals=hub()) as client:
+            ask = lambda: client.chat.completions.create(messages=QUESTION, max_tokens=4, temperature=0)  # noqa: E731
+            first, second = await ask(), await ask()
+            breaker = client.orchestrator.breakers[Side.CLOUD]
+            opened = breaker.state
+            third = await ask()
+            async with replica(tiny_llama, cloud_engine, port=port):
+                await asyncio.sleep(1.6)  # past the reset time and gRPC's reconnect backoff (1 s)
+                half_open = breaker.state
+                fourth = await ask()
+                closed = breaker.state
+        return first, second, third, fourth, (opened, half_open, closed)
+
+    first, second, third, fourth, states = run(main)
+    for response in (first, second):
+        assert response.route.side is Side.DEVICE
+        [switch] = response.route.switches
+        assert (switch.kind, switch.reason, switch.code) == (SwitchKind.FALLBACK, Reason.CLOUD_FAILED, "UNAVAILABLE")
+    assert third.route.reasons == (Reason.CLOUD_BREAKER_OPEN,) and not third.route.switches
+    assert states == (BreakerState.OPEN, BreakerState.HALF_OPEN, BreakerState.CLOSED)
+    assert fourth.route.side is Side.CLOUD and not fourth.route.switches
+
+
+def test_cascade_escalates_unsure_device_answers_before_the_caller_sees_them(tiny_llama, cloud_engine,
+                                                                             device_bundle, public_key_file):
+    async def main():
+        async with replica(tiny_llama, cloud_engine) as server:
+            results = {}
+            for name, threshold in (("unsure", -1e-6), ("sure", -1000.0)):
+                policy = make_policy(bundle=device_bundle, key=public_key_file, target=server.target,
+                                     mode="prefer_local", cascade=dict(enabled=True, min_logprob=threshold,
+                                                                       window_tokens=4))
+                async with AsyncHybridClient(policy, signals=hub()) as client:
+                    seen = []
+
+                    async def note(count, seen=seen):
+                        seen.append(count)
+
+                    results[name] = await _stream_with(client, note)
+                    results[name + "-cloud"] = (await client.chat.completions.create(
+                        messages=QUESTION, max_tokens=TOKENS, temperature=0, mode="cloud_only")).choices[0]
+            return results
+
+    results = run(main)
+    text, route = results["unsure"]
+    assert text == results["unsure-cloud"].message.content  # nothing of the device's answer leaked
+    assert [(s.kind, s.from_side, s.to_side, s.reason) for s in route.switches] == [
+        (SwitchKind.ESCALATION, Side.DEVICE, Side.CLOUD, Reason.LOW_CONFIDENCE)]
+    assert route.attempts[0].side is Side.DEVICE and route.attempts[0].tokens == 0
+    text, route = results["sure"]
+    assert route.side is Side.DEVICE and not route.switches and len(text) > 0
