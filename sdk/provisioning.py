@@ -44,6 +44,8 @@ class ProvisionStatus:
     bytes_done: int = 0
     bytes_total: int = 0
     attempts: int = 0
+    resumed_bytes: int = 0
+    """Bytes already on disk when the last attempt started (an earlier, interrupted transfer)."""
     last_error: str = ""
 
 
@@ -56,6 +58,7 @@ class Provisioner:
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
         self._rng = rng or random.Random()
+        self._first_progress = True
 
     def start(self) -> None:
         if self._task is None:
@@ -70,6 +73,8 @@ class Provisioner:
         return True
 
     def _progress(self, done: int, total: int) -> None:
+        if self._first_progress:
+            self._first_progress, self.status.resumed_bytes = False, done
         self.status.bytes_done, self.status.bytes_total = done, total
 
     async def _run(self) -> None:
@@ -97,7 +102,7 @@ class Provisioner:
         keys = [load_public_key(path) for path in self.edge.settings.trusted_keys]
         before = await asyncio.to_thread(_read_manifest, dest)
         client = self.cloud.client()
-        self.status.state = ProvisionState.DOWNLOADING
+        self.status.state, self._first_progress = ProvisionState.DOWNLOADING, True
         await download_bundle(client.channel, self.bundle, dest, keys, metadata=client.metadata,
                               timeout=STALL_TIMEOUT_S, on_progress=self._progress)
         if await asyncio.to_thread(_read_manifest, dest) != before or not self.edge.health(False).present:
