@@ -22,6 +22,7 @@ from sdk.policy import Mode, RoutingSettings
 from sdk.reasons import Reason, Side
 from sdk.signals.types import Link, Signals, Thermal
 
+MIB = 1 << 20
 THERMAL_RANK = {Thermal.UNKNOWN: -1, Thermal.NOMINAL: 0, Thermal.FAIR: 1, Thermal.SERIOUS: 2, Thermal.CRITICAL: 3}
 
 
@@ -61,7 +62,12 @@ def device_blocker(health: DeviceHealth, signals: Signals, routing: RoutingSetti
     if health.breaker_open:
         return Reason.DEVICE_BREAKER_OPEN
     available, need = signals.available_memory_bytes, health.memory_need_bytes
-    if not health.loaded and available is not None and need is not None and available < need * routing.memory_headroom:
+    if available is None:
+        return None
+    if health.loaded:
+        if available < routing.min_free_memory_mib * MIB:
+            return Reason.DEVICE_MEMORY_SHORT
+    elif need is not None and available < need * routing.memory_headroom:
         return Reason.DEVICE_MEMORY_SHORT
     return None
 

@@ -81,7 +81,10 @@ class RoutingSettings:
     max_thermal: Thermal = Thermal.SERIOUS
     """At or above this thermal state requests go to the cloud."""
     memory_headroom: float = 1.1
-    """The device runs a request only if available memory >= the bundle's need x this factor."""
+    """The device loads the model only if available memory >= the bundle's need x this factor."""
+    min_free_memory_mib: float = 64.0
+    """With the model loaded, the device takes requests only while this much memory stays free (under memory
+    pressure work moves to the cloud, leaving room to the app)."""
     max_difficulty: float = 0.5
     """Heuristic difficulty (0..1) above which a request goes to the cloud (when the bundle has no router)."""
     router_threshold: float | None = None
@@ -107,6 +110,7 @@ class RoutingSettings:
             raise PolicyError("routing.max_thermal", "must be nominal, fair, serious or critical")
         _number("routing.min_battery_percent", self.min_battery_percent, low=0, high=100)
         _number("routing.memory_headroom", self.memory_headroom, low=1.0)
+        _number("routing.min_free_memory_mib", self.min_free_memory_mib, low=0)
         _number("routing.max_difficulty", self.max_difficulty, low=0, high=1)
         if self.router_threshold is not None:
             _number("routing.router_threshold", self.router_threshold, low=0, high=1)

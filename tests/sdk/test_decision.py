@@ -87,6 +87,8 @@ def test_each_rule_of_auto_mode_alone():
     assert where(_signals(available_memory_bytes=GIB)) == (Side.CLOUD, (Reason.DEVICE_MEMORY_SHORT,))
     loaded = DeviceHealth(True, True, False, True, 1 * GIB, False)  # a loaded model needs no new memory
     assert where(_signals(available_memory_bytes=GIB), device=loaded) == (Side.DEVICE, (Reason.DIFFICULTY_LOW,))
+    assert where(_signals(available_memory_bytes=1 << 20), device=loaded) == (
+        Side.CLOUD, (Reason.DEVICE_MEMORY_SHORT,))  # under memory pressure even a loaded model yields
     assert where(_signals(metered=True), HARD) == (Side.DEVICE, (Reason.DIFFICULTY_HIGH, Reason.METERED_NETWORK))
     assert where(_signals(cloud=CloudLink(Link.UP, 5000.0, 0)), HARD) == (
         Side.DEVICE, (Reason.DIFFICULTY_HIGH, Reason.CLOUD_SLOW))
