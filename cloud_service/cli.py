@@ -35,7 +35,8 @@ def serve(
     config: Path = typer.Option(None, "--config", "-c", help="The replica's TOML config file."),
     model: Path = typer.Option(None, help="Serve this model folder (instead of, or added to, the config's models)."),
     name: str = typer.Option(None, help="Name of --model [default: the folder's name]."),
-    engine: str = typer.Option("cpu", help="Engine of --model: cpu or vllm."),
+    engine: str = typer.Option("cpu", help="Engine of --model: cpu, vllm, or simulator (a load simulator for "
+                                          "routing experiments only: no model, filler text)."),
     host: str = typer.Option(None, help="Override server.host."),
     port: int = typer.Option(None, min=0, max=65535, help="Override server.port (0: any free port)."),
     metrics_port: int = typer.Option(None, min=0, max=65535, help="Override server.metrics_port (0: off)."),
@@ -67,6 +68,50 @@ def serve(
             settings = ServerConfig(models=extra, **{k: v for k, v in flags.items() if v is not None})
         asyncio.run(run(settings))
     except (ConfigError, EdgeRuntimeError) as exc:
+        Console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(2) from exc
+
+
+@app.command()
+def gateway(
+    config: Path = typer.Option(None, "--config", "-c",
+                                help="The gateway's TOML config file (the replica's format plus a gateway table)."),
+    host: str = typer.Option(None, help="Override server.host."),
+    port: int = typer.Option(None, min=0, max=65535, help="Override server.port (0: any free port)."),
+    metrics_port: int = typer.Option(None, min=0, max=65535, help="Override server.metrics_port (0: off)."),
+    replica: list[str] = typer.Option(None, "--replica", metavar="HOST:PORT",
+                                      help="A replica (repeatable); replaces gateway.replicas and discovery_dns."),
+    policy: str = typer.Option(None, help="Override gateway.policy: round_robin, least_loaded, p2c or "
+                                          "p2c_affinity."),
+    allow_unauthenticated: bool = typer.Option(None, help="Serve without API keys (local experiments only)."),
+) -> None:
+    """Run the gateway in front of replicas until SIGTERM, then drain; SIGHUP re-reads the version weights.
+
+    Power of two choices on live load, prefix affinity, health checks, retries, canary weights, admission control.
+    """
+    import asyncio
+
+    from cloud_service.config import ConfigError
+    from cloud_service.gateway.config import GatewayConfig, GatewaySettings, apply_overrides, load_gateway_config
+    from cloud_service.gateway.server import serve_gateway
+    from cloud_service.logs import configure
+
+    configure()
+    try:
+        flags = {"host": host, "port": port, "metrics_port": metrics_port,
+                 "allow_unauthenticated": allow_unauthenticated, "replicas": tuple(replica or ()) or None,
+                 "policy": policy}
+        if config is not None:
+            settings = load_gateway_config(config, **flags)
+        elif not replica:
+            raise ConfigError("give --config FILE, or --replica HOST:PORT (repeatable) with --allow-unauthenticated")
+        else:
+            settings = apply_overrides(GatewayConfig(
+                gateway=GatewaySettings(replicas=tuple(replica), **({"policy": policy} if policy else {})),
+                allow_unauthenticated=bool(allow_unauthenticated),
+            ), host=host, port=port, metrics_port=metrics_port)
+        asyncio.run(serve_gateway(settings, config))
+    except ConfigError as exc:
         Console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from exc
 

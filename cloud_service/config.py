@@ -21,11 +21,12 @@
     [[models]]
     name = "assistant"
     path = "models/assistant"    # a Hugging Face model folder
-    engine = "cpu"               # or "vllm" (the gpu extra)
+    engine = "cpu"               # or "vllm" (the gpu extra), or "simulator" (routing experiments only)
     version = "v1"
     [models.cpu]                 # CpuEngineOptions fields
     max_running = 16
     [models.vllm]                # VllmEngineOptions fields (tensor_parallel_size, gpu_memory_utilization, ...)
+    [models.simulator]           # SimulatorOptions fields; the load simulator needs no path and serves no model
 
     [[tenants]]
     name = "acme"
@@ -39,7 +40,8 @@
     trusted_keys = ["keys/team.pub"]
 
 Relative paths are resolved against the config file's folder. Every problem raises ``ConfigError`` naming
-the field.
+the field. The gateway's config file (``cloud_service.gateway.config``) shares the [server], [limits], [tls]
+and [[tenants]] tables: ``parse_shared`` and ``check_shared`` read and check them for both.
 """
 
 from __future__ import annotations
@@ -51,7 +53,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-ENGINES = ("cpu", "vllm")
+ENGINES = ("cpu", "vllm", "simulator")
+PATHLESS_ENGINES = ("simulator",)
+"""Engines that load no model folder (their [[models]] entry needs no path)."""
+SERVER_FIELDS = {"host", "port", "metrics_port", "drain_timeout_s", "log_prompts", "allow_unauthenticated"}
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -120,17 +125,24 @@ class ServerConfig:
         names = [m.name for m in self.models]
         if len(set(names)) != len(names):
             raise ConfigError(f"models: names must be unique, got {names}")
-        if not self.tenants and not self.allow_unauthenticated:
-            raise ConfigError(
-                "tenants: no [[tenants]] with API keys are configured; add one (`tandem cloud new-key NAME`) or "
-                "set server.allow_unauthenticated = true for a local experiment"
-            )
-        for name, value in (("port", self.port), ("metrics_port", self.metrics_port)):
-            if not 0 <= value <= 65535:
-                raise ConfigError(f"server.{name} must lie in 0..65535, got {value}")
-        for name in ("max_prompt_tokens", "max_tokens", "max_message_bytes"):
-            if getattr(self.limits, name) < 1:
-                raise ConfigError(f"limits.{name} must be >= 1 (limits are never unlimited)")
+        check_shared(self)
+
+
+def check_shared(config: Any) -> None:
+    """The checks of the fields a replica's and the gateway's config share (tenants, ports, limits)."""
+    if not config.tenants and not config.allow_unauthenticated:
+        raise ConfigError(
+            "tenants: no [[tenants]] with API keys are configured; add one (`tandem cloud new-key NAME`) or "
+            "set server.allow_unauthenticated = true for a local experiment"
+        )
+    for name, value in (("port", config.port), ("metrics_port", config.metrics_port)):
+        if not 0 <= value <= 65535:
+            raise ConfigError(f"server.{name} must lie in 0..65535, got {value}")
+    if config.drain_timeout_s < 0:
+        raise ConfigError(f"server.drain_timeout_s must be >= 0, got {config.drain_timeout_s}")
+    for name in ("max_prompt_tokens", "max_tokens", "max_message_bytes"):
+        if getattr(config.limits, name) < 1:
+            raise ConfigError(f"limits.{name} must be >= 1 (limits are never unlimited)")
 
 
 _REQUIRED = object()
@@ -162,25 +174,13 @@ def _path(value: str, base: Path) -> Path:
     return path if path.is_absolute() else base / path
 
 
-def parse_config(data: dict[str, Any], base: Path) -> ServerConfig:
-    _known(data, {"server", "limits", "tls", "models", "tenants", "distribution"}, "config")
+def parse_shared(data: dict[str, Any], base: Path) -> dict[str, Any]:
+    """[server], [limits], [tls] and [[tenants]] as keyword arguments of ``ServerConfig`` (the gateway's config
+    takes the same ones)."""
     server = data.get("server", {})
-    _known(server, {"host", "port", "metrics_port", "drain_timeout_s", "log_prompts", "allow_unauthenticated"},
-           "server")
+    _known(server, SERVER_FIELDS, "server")
     limits = data.get("limits", {})
     _known(limits, {f.name for f in dataclasses.fields(Limits)}, "limits")
-    models = []
-    for index, entry in enumerate(data.get("models", [])):
-        where = f"models[{index}]"
-        _known(entry, {"name", "path", "engine", "version", "cpu", "vllm"}, where)
-        engine = _expect(entry, "engine", str, where, "cpu")
-        if engine not in ENGINES:
-            raise ConfigError(f"{where}.engine must be one of {', '.join(ENGINES)}, got {engine!r}")
-        models.append(ModelConfig(
-            name=_expect(entry, "name", str, where), path=_path(_expect(entry, "path", str, where), base),
-            engine=engine, version=_expect(entry, "version", str, where, ""),
-            engine_options=dict(_expect(entry, engine, dict, where, {})),
-        ))
     tenants = []
     for index, entry in enumerate(data.get("tenants", [])):
         where = f"tenants[{index}]"
@@ -201,6 +201,33 @@ def parse_config(data: dict[str, Any], base: Path) -> ServerConfig:
         ca = table.get("client_ca")
         tls = TlsConfig(_path(_expect(table, "cert", str, "tls"), base), _path(_expect(table, "key", str, "tls"), base),
                         _path(ca, base) if ca else None)
+    return {
+        "host": _expect(server, "host", str, "server", "127.0.0.1"),
+        "port": _expect(server, "port", int, "server", 50051),
+        "metrics_port": _expect(server, "metrics_port", int, "server", 0),
+        "drain_timeout_s": float(_expect(server, "drain_timeout_s", (int, float), "server", 30.0)),
+        "log_prompts": _expect(server, "log_prompts", bool, "server", False),
+        "allow_unauthenticated": _expect(server, "allow_unauthenticated", bool, "server", False),
+        "limits": Limits(**{k: _expect(limits, k, int, "limits", getattr(Limits(), k)) for k in limits}),
+        "tenants": tuple(tenants), "tls": tls,
+    }
+
+
+def parse_config(data: dict[str, Any], base: Path) -> ServerConfig:
+    _known(data, {"server", "limits", "tls", "models", "tenants", "distribution"}, "config")
+    models = []
+    for index, entry in enumerate(data.get("models", [])):
+        where = f"models[{index}]"
+        _known(entry, {"name", "path", "engine", "version", *ENGINES}, where)
+        engine = _expect(entry, "engine", str, where, "cpu")
+        if engine not in ENGINES:
+            raise ConfigError(f"{where}.engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+        path = _expect(entry, "path", str, where, "." if engine in PATHLESS_ENGINES else _REQUIRED)
+        models.append(ModelConfig(
+            name=_expect(entry, "name", str, where), path=_path(path, base),
+            engine=engine, version=_expect(entry, "version", str, where, ""),
+            engine_options=dict(_expect(entry, engine, dict, where, {})),
+        ))
     distribution = DistributionConfig()
     if "distribution" in data:
         table = dict(data["distribution"])
@@ -212,30 +239,24 @@ def parse_config(data: dict[str, Any], base: Path) -> ServerConfig:
             bundles[name] = tuple(_path(p, base) for p in paths)
         distribution = DistributionConfig(bundles, tuple(_path(k, base) for k in keys))
     try:
-        return ServerConfig(
-            models=tuple(models),
-            host=_expect(server, "host", str, "server", "127.0.0.1"),
-            port=_expect(server, "port", int, "server", 50051),
-            metrics_port=_expect(server, "metrics_port", int, "server", 0),
-            drain_timeout_s=float(_expect(server, "drain_timeout_s", (int, float), "server", 30.0)),
-            log_prompts=_expect(server, "log_prompts", bool, "server", False),
-            allow_unauthenticated=_expect(server, "allow_unauthenticated", bool, "server", False),
-            limits=Limits(**{k: _expect(limits, k, int, "limits", getattr(Limits(), k)) for k in limits}),
-            tenants=tuple(tenants), tls=tls, distribution=distribution,
-        )
+        return ServerConfig(models=tuple(models), distribution=distribution, **parse_shared(data, base))
     except TypeError as exc:
         raise ConfigError(str(exc)) from exc
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """A config file's tables; ConfigError when it is missing or not TOML."""
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"no config file at {path}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
 
 
 def load_config(path: str | Path, **overrides: Any) -> ServerConfig:
     """Read a TOML config; ``overrides`` (from flags: host, port, metrics_port...) replace server fields."""
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise ConfigError(f"no config file at {path}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
-    config = parse_config(data, path.parent)
+    config = parse_config(read_toml(path), path.parent)
     changes = {k: v for k, v in overrides.items() if v is not None}
     return dataclasses.replace(config, **changes) if changes else config

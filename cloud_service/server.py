@@ -44,6 +44,11 @@ def build_engine(model: ModelConfig) -> ServedEngine:
 
         return VllmEngine(model.path, name=model.name, version=model.version,  # type: ignore[return-value]
                           options=VllmEngineOptions(**model.engine_options))
+    if model.engine == "simulator":
+        from cloud_service.engines.simulator import SimulatorEngine, SimulatorOptions
+
+        return SimulatorEngine(name=model.name, version=model.version,
+                               options=SimulatorOptions.from_table(model.engine_options))
     from cloud_service.engines.cpu import CpuEngine, CpuEngineOptions
 
     return CpuEngine(model.path, name=model.name, version=model.version,

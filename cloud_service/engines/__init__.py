@@ -1,2 +1,2 @@
 """Engines a replica serves, each implementing ``edge_runtime.Engine``: the CPU batching engine (the
-embedded default) and vLLM on GPUs (the ``gpu`` extra)."""
+embedded default), vLLM on GPUs (the ``gpu`` extra), and a load simulator for routing experiments only."""

@@ -1,0 +1,147 @@
+"""Which replica gets a request: the balancing policies and prefix affinity.
+
+- ``round_robin``: each candidate in turn (blind to load; the baseline).
+- ``least_loaded``: the lowest utilization (``load.utilization``), ties broken at random.
+- ``p2c``: power of two choices: the less loaded of two candidates drawn at random. Nearly as good as
+  least-loaded with fresh loads, and better with stale ones (it does not herd every request to the one
+  replica that looked idle at the last poll).
+- ``p2c_affinity``: requests that share a prompt prefix with an earlier one go to the replica that served it
+  (its prefix cache holds that prefix), unless that replica's utilization exceeds the least-loaded
+  candidate's by more than ``affinity_imbalance``; otherwise p2c.
+
+Prefix keys (``affinity_keys``) hash the tenant, model and version, then the prompt cumulatively: for chat,
+one key per message boundary (the history of a conversation is a prefix of its next turn, and a shared system
+prompt is a prefix of every conversation); for a raw prompt, one per ``AFFINITY_CHUNK_CHARS`` and one for the
+whole. A request follows its longest remembered prefix; every key of a routed request is remembered (a
+bounded LRU). The tenant is part of every key, so one tenant's prefixes never route another's requests.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import random
+from collections.abc import Sequence
+from enum import StrEnum
+
+from cloud_service.gateway.load import utilization
+from cloud_service.gateway.membership import Replica
+from cloud_service.wire.v1 import inference_pb2 as pb
+
+AFFINITY_CHUNK_CHARS = 512
+"""Raw prompts: a prefix key every this many characters."""
+AFFINITY_MIN_CHARS = 32
+"""Prefixes shorter than this are not worth a key (the cache they would reuse is negligible)."""
+AFFINITY_MAX_KEYS_PER_REQUEST = 64
+"""Keys per request; a longer conversation keeps its last (longest) boundaries."""
+KEY_BYTES = 16
+
+
+class Affinity(StrEnum):
+    """What prefix affinity did for one request (a metric label)."""
+
+    HIT = "hit"
+    """Went to the replica that served its longest known prefix."""
+    YIELD = "yield"
+    """Had a sticky replica, but it was too busy (the imbalance guard), saturated or gone: balanced instead."""
+    MISS = "miss"
+    """No known prefix: balanced."""
+
+
+def affinity_keys(tenant: str, model: str, version: str, request: pb.GenerateRequest) -> list[bytes]:
+    """The request's prefix keys, shortest first (see the module docstring)."""
+    digest = hashlib.blake2b(digest_size=KEY_BYTES)
+    digest.update(f"{tenant}\x00{model}\x00{version}\x00".encode())
+    keys: list[bytes] = []
+    size = 0
+    if request.WhichOneof("input") == "chat":
+        for message in request.chat.messages:
+            part = f"{message.role}\x1f{message.content}\x1e".encode()
+            digest.update(part)
+            size += len(part)
+            if size >= AFFINITY_MIN_CHARS:
+                keys.append(digest.digest())
+    else:
+        prompt = request.prompt
+        ends = [*range(AFFINITY_CHUNK_CHARS, len(prompt), AFFINITY_CHUNK_CHARS), len(prompt)]
+        start = 0
+        for end in ends:
+            digest.update(prompt[start:end].encode())
+            start = end
+            if end >= AFFINITY_MIN_CHARS:
+                keys.append(digest.digest())
+    return keys[-AFFINITY_MAX_KEYS_PER_REQUEST:]
+
+
+class AffinityTable:
+    """Prefix key -> replica address, least recently used keys evicted beyond ``max_keys``."""
+
+    def __init__(self, max_keys: int) -> None:
+        self.max_keys = max_keys
+        self._table: collections.OrderedDict[bytes, str] = collections.OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._table)
+
+    def lookup(self, keys: Sequence[bytes]) -> str | None:
+        """The replica of the longest remembered key."""
+        for key in reversed(keys):
+            address = self._table.get(key)
+            if address is not None:
+                self._table.move_to_end(key)
+                return address
+        return None
+
+    def record(self, keys: Sequence[bytes], address: str) -> None:
+        table = self._table
+        for key in keys:
+            table[key] = address
+            table.move_to_end(key)
+        while len(table) > self.max_keys:
+            table.popitem(last=False)
+
+
+class Balancer:
+    """Picks one of the candidates (available replicas that serve the request's model version)."""
+
+    def __init__(self, policy: str, *, affinity_imbalance: float = 0.5, affinity_max_keys: int = 100_000,
+                 rng: random.Random | None = None) -> None:
+        self.policy = policy
+        self.affinity_imbalance = affinity_imbalance
+        self.affinity = AffinityTable(affinity_max_keys)
+        self._rng = rng or random.Random()
+        self._turn = 0
+
+    @property
+    def uses_affinity(self) -> bool:
+        return self.policy == "p2c_affinity"
+
+    def pick(self, candidates: Sequence[Replica], keys: Sequence[bytes] = ()) -> tuple[Replica, Affinity | None]:
+        """The chosen replica and, under p2c_affinity, what affinity did. ``candidates`` is not empty."""
+        if self.policy == "round_robin":
+            self._turn += 1
+            return candidates[self._turn % len(candidates)], None
+        if self.policy == "least_loaded":
+            return self.least_loaded(candidates), None
+        if not self.uses_affinity or not keys:
+            return self.power_of_two(candidates), None
+        address = self.affinity.lookup(keys)
+        sticky = next((c for c in candidates if c.address == address), None) if address else None
+        if sticky is not None and utilization(sticky) - min(utilization(c) for c in candidates) \
+                <= self.affinity_imbalance:
+            chosen, outcome = sticky, Affinity.HIT
+        else:
+            chosen, outcome = self.power_of_two(candidates), Affinity.MISS if address is None else Affinity.YIELD
+        self.affinity.record(keys, chosen.address)
+        return chosen, outcome
+
+    def least_loaded(self, candidates: Sequence[Replica]) -> Replica:
+        rng = self._rng.random
+        return min(candidates, key=lambda c: (utilization(c), rng()))
+
+    def power_of_two(self, candidates: Sequence[Replica]) -> Replica:
+        if len(candidates) == 1:
+            return candidates[0]
+        first, second = self._rng.sample(range(len(candidates)), 2)
+        a, b = candidates[first], candidates[second]
+        return a if utilization(a) <= utilization(b) else b

@@ -1,0 +1,64 @@
+"""Prometheus metrics of the gateway, on their own registry (served on ``server.metrics_port``).
+
+    tandem_gateway_requests_total{model, version, replica, status}   finished Generate calls (replica "" when
+                                                                     none was reached)
+    tandem_gateway_time_to_first_token_seconds{model, version}       histogram, as the gateway's callers see it
+    tandem_gateway_e2e_latency_seconds{model, version}               histogram, whole stream
+    tandem_gateway_retries_total{reason}                             attempts moved to another replica
+    tandem_gateway_ejections_total{replica, reason}                  health ejections and breaker openings
+    tandem_gateway_affinity_total{outcome}                           prefix affinity: hit, yield, miss
+    tandem_gateway_queue_depth                                       requests waiting for a replica with room
+    tandem_gateway_inflight{replica}                                 streams running per replica
+    tandem_gateway_replicas{state}                                   replicas per state (available = admitted
+                                                                     with a closed breaker)
+    tandem_gateway_version_weight{model, version}                    the canary split in force
+
+A canary is judged by comparing ``requests_total`` by status and the latency histograms across versions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from cloud_service.metrics import LATENCY_BUCKETS
+
+
+class GatewayMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("tandem_gateway_requests", "Finished Generate calls.",
+                                ["model", "version", "replica", "status"], registry=r)
+        self.ttft = Histogram("tandem_gateway_time_to_first_token_seconds", "Time to first token.",
+                              ["model", "version"], buckets=LATENCY_BUCKETS, registry=r)
+        self.e2e = Histogram("tandem_gateway_e2e_latency_seconds", "Whole request.", ["model", "version"],
+                             buckets=LATENCY_BUCKETS, registry=r)
+        self.retries = Counter("tandem_gateway_retries", "Attempts moved to another replica.", ["reason"],
+                               registry=r)
+        self.ejections = Counter("tandem_gateway_ejections", "Replicas ejected (health or breaker).",
+                                 ["replica", "reason"], registry=r)
+        self.affinity = Counter("tandem_gateway_affinity", "Prefix affinity outcomes.", ["outcome"], registry=r)
+        self.queue_depth = Gauge("tandem_gateway_queue_depth", "Requests waiting for a replica with room.",
+                                 registry=r)
+        self.inflight = Gauge("tandem_gateway_inflight", "Streams running per replica.", ["replica"], registry=r)
+        self.replicas = Gauge("tandem_gateway_replicas", "Replicas per state.", ["state"], registry=r)
+        self.version_weight = Gauge("tandem_gateway_version_weight", "Configured split of unpinned traffic.",
+                                    ["model", "version"], registry=r)
+
+    def watch(self, queue_depth: Callable[[], float], replica_states: Callable[[], dict[str, int]]) -> None:
+        self.queue_depth.set_function(queue_depth)
+        for state in ("available", "admitted", "draining", "ejected", "pending"):
+            self.replicas.labels(state).set_function(lambda s=state: replica_states().get(s, 0))
+
+    def show_weights(self, weights: dict[str, dict[str, float]]) -> None:
+        self.version_weight.clear()
+        for model, table in weights.items():
+            for version, weight in table.items():
+                self.version_weight.labels(model, version).set(weight)
+
+    def serve(self, port: int, host: str = "0.0.0.0") -> int:
+        """Start the /metrics HTTP endpoint on a daemon thread; returns the bound port."""
+        server, _ = start_http_server(port, addr=host, registry=self.registry)
+        return int(server.server_port)

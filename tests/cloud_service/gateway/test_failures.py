@@ -1,0 +1,163 @@
+"""Failures behind the gateway: a replica process killed under load (queued requests retried elsewhere and
+answered, started streams ended with UNAVAILABLE + delivered tokens, the replica ejected, then re-admitted
+when it is back), a replica failing every request ejected by its circuit breaker, and the breaker's states."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import signal
+import sys
+from pathlib import Path
+
+import grpc
+
+from cloud_service.auth import hash_key
+from cloud_service.errors import DELIVERED_METADATA
+from cloud_service.gateway import GatewayServer
+from cloud_service.gateway.breaker import BreakerState, CircuitBreaker
+from cloud_service.gateway.membership import ReplicaState
+from cloud_service.server import ReplicaServer
+from edge_runtime import collect
+from tests.cloud_service.gateway.support import (
+    GATEWAY_KEY,
+    MODEL,
+    chat,
+    gateway_config,
+    raw_generate,
+    replica_config,
+    running_fleet,
+    wait_until,
+)
+from tests.support import REPO
+
+TOKENS = 60
+
+
+def _victim_config(folder: Path, port: int) -> Path:
+    path = folder / f"victim-{port}.toml"
+    path.write_text(
+        f'[server]\nhost = "127.0.0.1"\nport = {port}\n[limits]\nmax_tokens = 4096\n'
+        f'[[models]]\nname = "{MODEL}"\nengine = "simulator"\nversion = "v1"\n'
+        "[models.simulator]\nmax_running = 2\ndecode_step_s = 0.01\ndecode_s_per_sequence = 0.0\n"
+        f'[[tenants]]\nname = "gateway"\nkey_sha256 = "{hash_key(GATEWAY_KEY)}"\n'
+        "requests_per_minute = 10000000\ntokens_per_minute = 10000000000\n"
+    )
+    return path
+
+
+async def _start_victim(config: Path) -> tuple[asyncio.subprocess.Process, int, asyncio.Task[None]]:
+    """`tandem cloud serve` in a process of its own; its port, and a task draining its log."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "sdk", "cloud", "serve", "-c", str(config), cwd=REPO,
+        stderr=asyncio.subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert process.stderr is not None
+    port = None
+    while port is None:
+        line = await asyncio.wait_for(process.stderr.readline(), 30)
+        assert line, "the replica exited before serving"
+        if b'"message": "serving"' in line:
+            port = int(json.loads(line)["port"])
+
+    async def drain_log() -> None:
+        while await process.stderr.readline():  # type: ignore[union-attr]
+            pass
+
+    return process, port, asyncio.get_running_loop().create_task(drain_log())
+
+
+def test_a_replica_killed_under_load_retries_queued_requests_and_reports_delivered_tokens(tmp_path):
+    async def main():
+        survivors = [ReplicaServer(replica_config(decode_step_s=0.01)) for _ in range(2)]
+        for replica in survivors:
+            await replica.start()
+        victim, port, log_task = await _start_victim(_victim_config(tmp_path, 0))
+        address = f"127.0.0.1:{port}"
+        addresses = [f"127.0.0.1:{r.port}" for r in survivors] + [address]
+        gateway = GatewayServer(gateway_config(addresses, policy="round_robin"), rng=random.Random(0))
+        await gateway.start()
+        target = f"127.0.0.1:{gateway.port}"
+        try:
+            member = gateway.membership.replicas[address]
+            streams = [asyncio.create_task(raw_generate(target, chat(i, tokens=TOKENS))) for i in range(12)]
+            # round robin gives the victim 4: 2 generating, 2 queued in its engine
+            await wait_until(lambda: member.load is not None and member.load.running == 2
+                             and member.load.waiting == 2, what="the victim to run 2 and queue 2")
+            await asyncio.sleep(0.1)  # the running ones stream some tokens
+            victim.kill()
+            await victim.wait()
+            results = await asyncio.gather(*streams)
+            await wait_until(lambda: member.state is ReplicaState.EJECTED, what="the victim to be ejected")
+            ejections = gateway.metrics.registry.get_sample_value(
+                "tandem_gateway_ejections_total", {"replica": address, "reason": "health"})
+            retries = sum(s.value for m in gateway.metrics.registry.collect() for s in m.samples
+                          if s.name == "tandem_gateway_retries_total")
+
+            victim, _, log_task2 = await _start_victim(_victim_config(tmp_path, port))  # back, same address
+            await wait_until(lambda: member.state is ReplicaState.ADMITTED, what="the victim to be re-admitted")
+            after = await asyncio.gather(*(raw_generate(target, chat(i, tokens=4)) for i in range(6)))
+            served_again = gateway.metrics.registry.get_sample_value(
+                "tandem_gateway_requests_total", {"model": MODEL, "version": "v1", "replica": address,
+                                                  "status": "OK"})
+            victim.send_signal(signal.SIGTERM)
+            await victim.wait()
+            log_task2.cancel()
+            return results, ejections, retries, after, served_again
+        finally:
+            if victim.returncode is None:
+                victim.kill()
+                await victim.wait()
+            log_task.cancel()
+            await gateway.stop(0.1)
+            for replica in survivors:
+                await replica.stop(0.1)
+
+    results, ejections, retries, after, served_again = asyncio.run(main())
+    broken = [r for r in results if r.code != grpc.StatusCode.OK]
+    whole = [r for r in results if r.code == grpc.StatusCode.OK]
+    assert len(broken) == 2, [(r.code, r.details) for r in results]
+    for result in broken:  # started streams: UNAVAILABLE, and the metadata says exactly what arrived
+        assert result.code == grpc.StatusCode.UNAVAILABLE
+        assert 0 < result.tokens < TOKENS
+        assert int(result.trailing[DELIVERED_METADATA]) == result.tokens
+    assert len(whole) == 10 and all(r.tokens == TOKENS for r in whole)  # queued ones were retried elsewhere
+    assert retries >= 2 and ejections == 1
+    assert all(r.code == grpc.StatusCode.OK for r in after)
+    assert served_again >= 1  # re-admitted replicas get work again
+
+
+def test_a_replica_that_fails_every_request_is_ejected_by_its_breaker():
+    async def main():
+        async with running_fleet(("v1",) * 3, policy="round_robin", breaker_failures=2,
+                                 breaker_cooldown_s=60) as fleet, fleet.client() as cloud:
+            broken = fleet.replicas[0]
+            broken.models[0].engine.close()  # health still SERVING, every Generate fails
+            answers = [await collect(cloud.generate(chat(i, tokens=3), model=MODEL)) for i in range(12)]
+            member = fleet.gateway.membership.replicas[fleet.addresses[0]]
+            return (answers, member.state, member.breaker.state, member.available,
+                    fleet.sample("tandem_gateway_ejections_total", replica=fleet.addresses[0], reason="outlier"))
+
+    answers, state, breaker, available, ejections = asyncio.run(main())
+    assert all(a.usage.completion_tokens == 3 for a in answers)  # every request retried and answered
+    assert state is ReplicaState.ADMITTED and breaker is BreakerState.OPEN and not available
+    assert ejections == 1
+
+
+def test_the_breaker_opens_after_consecutive_failures_then_half_opens_with_growing_cooldowns():
+    now = [0.0]
+    breaker = CircuitBreaker(failure_threshold=3, cooldown_s=10, clock=lambda: now[0])
+    assert not breaker.record_failure() and not breaker.record_failure()
+    breaker.record_success()  # consecutive only
+    assert [breaker.record_failure() for _ in range(3)] == [False, False, True]
+    assert breaker.state is BreakerState.OPEN and not breaker.allows()
+    now[0] = 10.0
+    assert breaker.state is BreakerState.HALF_OPEN and breaker.allows()
+    assert breaker.record_failure()  # one failure while half-open: open again, twice as long
+    now[0] = 29.0
+    assert breaker.state is BreakerState.OPEN
+    now[0] = 30.0
+    assert breaker.state is BreakerState.HALF_OPEN
+    breaker.record_success()
+    assert breaker.state is BreakerState.CLOSED and breaker.failures == 0
