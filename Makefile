@@ -37,6 +37,8 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.export
 	$(BIN)/python -m benchmarks.edge
 	$(BIN)/python -m benchmarks.cloud
+	$(BIN)/python -m benchmarks.sdk
+	$(BIN)/python -m benchmarks.fleet
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

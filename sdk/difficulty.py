@@ -38,6 +38,27 @@ _CODE = re.compile(r"```|\bdef |\bclass |\bfunction\b|#include|\breturn\b|;\s*$|
 _MATH = re.compile(r"\d\s*[-+*/^=]\s*\d|\b(?:prove|integral|derivative|equation|solve|theorem)\b|[∑∫√π]",
                    re.IGNORECASE)
 _DIGITS = re.compile(r"\d+")
+# Plain-substring hints checked (in C, fast) before the regexes, which cost ~140 ns a character.
+_CODE_HINTS = ("```", "def ", "class ", "function", "#include", "return", ";", "=>", "{")
+_MATH_HINTS = ("prove", "integral", "derivative", "equation", "solve", "theorem", "∑", "∫", "√", "π")
+_OPERATORS = ("+", "-", "*", "/", "^", "=")
+SCAN_CHARS = 2048
+"""Markers are looked for in the last user message's first and last SCAN_CHARS / 2 characters."""
+
+
+def _scanned(text: str) -> str:
+    half = SCAN_CHARS // 2
+    return text if len(text) <= SCAN_CHARS else text[:half] + "\n" + text[-half:]
+
+
+def _has_code(text: str) -> bool:
+    return any(hint in text for hint in _CODE_HINTS) and _CODE.search(text) is not None
+
+
+def _has_math(text: str) -> bool:
+    lower = text.lower()
+    hinted = any(hint in lower for hint in _MATH_HINTS) or any(op in text for op in _OPERATORS)
+    return hinted and _MATH.search(text) is not None
 
 
 @dataclass(frozen=True)
@@ -56,15 +77,15 @@ def _log_scale(value: float, full: float) -> float:
 
 
 def heuristic_score(messages: Sequence[Message], max_tokens: int | None) -> float:
-    last_user = next((m.content for m in reversed(messages) if m.role == "user"), "")
+    last_user = _scanned(next((m.content for m in reversed(messages) if m.role == "user"), ""))
     prompt_chars = sum(len(m.content) for m in messages)
     longest_digits = max((len(run) for run in _DIGITS.findall(last_user)), default=0)
     score = (
         WEIGHT_PROMPT * _log_scale(prompt_chars, LONG_PROMPT_CHARS)
         + WEIGHT_ANSWER * _log_scale(max_tokens or DEFAULT_MAX_TOKENS, LONG_ANSWER_TOKENS)
         + WEIGHT_DEPTH * min(1.0, (len(messages) - 1) / DEEP_CONVERSATION_TURNS)
-        + WEIGHT_CODE * bool(_CODE.search(last_user))
-        + WEIGHT_MATH * bool(_MATH.search(last_user))
+        + WEIGHT_CODE * _has_code(last_user)
+        + WEIGHT_MATH * _has_math(last_user)
         + WEIGHT_DIGITS * min(1.0, longest_digits / LONG_DIGIT_RUN)
     )
     return min(1.0, score)
