@@ -213,6 +213,22 @@ def parse_shared(data: dict[str, Any], base: Path) -> dict[str, Any]:
     }
 
 
+def parse_distribution(data: dict[str, Any], base: Path) -> DistributionConfig:
+    """The optional [distribution] table (bundle name -> folders, plus trusted_keys), shared with the gateway."""
+    if "distribution" not in data:
+        return DistributionConfig()
+    table = dict(data["distribution"])
+    keys = table.pop("trusted_keys", [])
+    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+        raise ConfigError("distribution.trusted_keys must be a list of public key files")
+    bundles = {}
+    for name, paths in table.items():
+        if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+            raise ConfigError(f"distribution.{name} must be a list of bundle folders")
+        bundles[name] = tuple(_path(p, base) for p in paths)
+    return DistributionConfig(bundles, tuple(_path(k, base) for k in keys))
+
+
 def parse_config(data: dict[str, Any], base: Path) -> ServerConfig:
     _known(data, {"server", "limits", "tls", "models", "tenants", "distribution"}, "config")
     models = []
@@ -228,16 +244,7 @@ def parse_config(data: dict[str, Any], base: Path) -> ServerConfig:
             engine=engine, version=_expect(entry, "version", str, where, ""),
             engine_options=dict(_expect(entry, engine, dict, where, {})),
         ))
-    distribution = DistributionConfig()
-    if "distribution" in data:
-        table = dict(data["distribution"])
-        keys = table.pop("trusted_keys", [])
-        bundles = {}
-        for name, paths in table.items():
-            if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
-                raise ConfigError(f"distribution.{name} must be a list of bundle folders")
-            bundles[name] = tuple(_path(p, base) for p in paths)
-        distribution = DistributionConfig(bundles, tuple(_path(k, base) for k in keys))
+    distribution = parse_distribution(data, base)
     try:
         return ServerConfig(models=tuple(models), distribution=distribution, **parse_shared(data, base))
     except TypeError as exc:

@@ -94,11 +94,9 @@ class ReplicaServer:
                     reflection.SERVICE_NAME]
         self.readiness = [INFERENCE_SERVICE]
         if config.distribution.bundles:
-            from cloud_service.distribution import BundleCatalog, add_to_server
-            from edge_runtime.bundle import load_public_key
+            from cloud_service.distribution import serve_catalog
 
-            keys_ = [load_public_key(path) for path in config.distribution.trusted_keys]
-            add_to_server(self.server, BundleCatalog(config.distribution.bundles, keys_))
+            serve_catalog(self.server, config.distribution)
             services.append(DISTRIBUTION_SERVICE)
             self.readiness.append(DISTRIBUTION_SERVICE)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)

@@ -30,6 +30,7 @@ from edge_runtime.errors import InvalidRequestError
 from edge_runtime.types import GenerationRequest, Message, SamplingParams, TokenEvent
 from sdk.backends.cloud import CloudSide
 from sdk.backends.edge import EdgeSide
+from sdk.backends.failure import SideFailure
 from sdk.completions import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -203,7 +204,8 @@ class AsyncHybridClient:
         self.signals = signals
         self.telemetry = Telemetry(on_record)
         self._estimator = DifficultyEstimator(self.policy.routing.max_difficulty)
-        self._router_checked = False
+        self._router_loads = 0
+        """EdgeSide.loads when the bundle's router was last read."""
         sides: dict[Side, Any] = {}
         if self.edge is not None:
             sides[Side.DEVICE] = self.edge
@@ -242,11 +244,15 @@ class AsyncHybridClient:
                 self.link.report_failure()
 
     def _current_estimator(self) -> DifficultyEstimator:
-        if not self._router_checked and self.edge is not None and self.edge.loaded:
-            self._router_checked = True
+        if self.edge is not None and self.edge.loaded and self._router_loads != self.edge.loads:
+            self._router_loads = self.edge.loads
             router = self.edge.router()
-            if router is not None:
-                self._estimator = self._estimator.with_router(router, self.policy.routing.router_threshold)
+            if router is None:
+                self._estimator = self._estimator.with_router(None, None)
+            else:
+                routing = self.policy.routing
+                self._estimator = self._estimator.with_router(router, routing.router_threshold,
+                                                              routing.router_cloud_share)
         return self._estimator
 
     def _mode(self, mode: Mode | str | None) -> Mode:
@@ -271,6 +277,20 @@ class AsyncHybridClient:
             self.signals.start()
         if self.provisioner is not None:
             self.provisioner.start()
+
+    async def preload(self) -> bool:
+        """Verify and load the device bundle (and read its router) now rather than on the first device request,
+        so that request's latency and routing are already those of a warm device. False when the device cannot
+        be used (no bundle, not trusted, memory short...): requests then route around it as usual."""
+        await self.start()
+        if self.edge is None:
+            return False
+        try:
+            await self.edge.engine()
+        except SideFailure:
+            return False
+        self._current_estimator()
+        return True
 
     async def _run(self, request: GenerationRequest, mode: Mode, route: RouteBuilder) -> AsyncIterator[TokenEvent]:
         await self.start()
@@ -412,6 +432,10 @@ class HybridClient:
 
     def start(self) -> None:
         self._call(self.aio.start())
+
+    def preload(self) -> bool:
+        """See AsyncHybridClient.preload."""
+        return self._call(self.aio.preload())
 
     def close(self) -> None:
         if self._loop.is_closed():

@@ -91,17 +91,28 @@ def heuristic_score(messages: Sequence[Message], max_tokens: int | None) -> floa
     return min(1.0, score)
 
 
+DEFAULT_ROUTER_THRESHOLD = 0.5
+"""With a router and no configured threshold: the device answers when it more likely succeeds than fails."""
+
+
 class DifficultyEstimator:
-    """Scores requests; with a router, ``threshold`` (P(device good) below it = hard) defaults to the router's."""
+    """Scores requests. With a router the request is hard when P(device answer good) < ``threshold``: given,
+    or taken from the router's calibrated table for a target ``cloud_share``, else DEFAULT_ROUTER_THRESHOLD."""
 
     def __init__(self, max_difficulty: float, router: DifficultyRouter | None = None,
-                 threshold: float | None = None) -> None:
+                 threshold: float | None = None, cloud_share: float | None = None) -> None:
         self.max_difficulty = max_difficulty
         self.router = router
-        self.threshold = threshold if threshold is not None or router is None else router.default_threshold
+        if router is None or threshold is not None:
+            self.threshold = threshold
+        elif cloud_share is not None:
+            self.threshold = router.threshold_for_cloud_share(cloud_share)
+        else:
+            self.threshold = DEFAULT_ROUTER_THRESHOLD
 
-    def with_router(self, router: DifficultyRouter | None, threshold: float | None) -> DifficultyEstimator:
-        return DifficultyEstimator(self.max_difficulty, router, threshold)
+    def with_router(self, router: DifficultyRouter | None, threshold: float | None,
+                    cloud_share: float | None = None) -> DifficultyEstimator:
+        return DifficultyEstimator(self.max_difficulty, router, threshold, cloud_share)
 
     def estimate(self, messages: Sequence[Message], max_tokens: int | None) -> Difficulty:
         if self.router is not None and self.threshold is not None:

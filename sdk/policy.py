@@ -88,8 +88,11 @@ class RoutingSettings:
     max_difficulty: float = 0.5
     """Heuristic difficulty (0..1) above which a request goes to the cloud (when the bundle has no router)."""
     router_threshold: float | None = None
-    """With a calibrated router: the device answers when P(device answer good) >= this. None: the router's own
-    default threshold (chosen at calibration)."""
+    """With a calibrated router: the device answers when P(device answer good) >= this. None: see
+    router_cloud_share, else 0.5 (the router's estimate says the device more likely fails)."""
+    router_cloud_share: float | None = None
+    """With a calibrated router and no router_threshold: the threshold from the router's calibrated table that
+    sends at most this share of requests to the cloud (e.g. 0.3)."""
     max_cloud_rtt_ms: float = 1000.0
     """A hard request stays on the device when the cloud's smoothed round trip is above this."""
     avoid_metered: bool = True
@@ -114,6 +117,10 @@ class RoutingSettings:
         _number("routing.max_difficulty", self.max_difficulty, low=0, high=1)
         if self.router_threshold is not None:
             _number("routing.router_threshold", self.router_threshold, low=0, high=1)
+        if self.router_cloud_share is not None:
+            _number("routing.router_cloud_share", self.router_cloud_share, low=0, high=1)
+            if self.router_threshold is not None:
+                raise PolicyError("routing.router_cloud_share", "set router_threshold or router_cloud_share, not both")
         _number("routing.max_cloud_rtt_ms", self.max_cloud_rtt_ms, low=0, low_open=True)
         if not isinstance(self.avoid_metered, bool):
             raise PolicyError("routing.avoid_metered", f"must be true or false, got {self.avoid_metered!r}")

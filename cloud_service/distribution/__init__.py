@@ -24,7 +24,13 @@ from cloud_service.distribution.errors import (
     DownloadIntegrityError,
     UnknownBundleError,
 )
-from cloud_service.distribution.service import CHUNK_BYTES, SERVICE_NAME, DistributionServicer, add_to_server
+from cloud_service.distribution.service import (
+    CHUNK_BYTES,
+    SERVICE_NAME,
+    DistributionServicer,
+    add_to_server,
+    serve_catalog,
+)
 
 __all__ = [
     "CHUNK_BYTES",
@@ -42,5 +48,6 @@ __all__ = [
     "add_to_server",
     "download_bundle",
     "partial_folder",
+    "serve_catalog",
     "version_id",
 ]

@@ -31,6 +31,8 @@ from edge_runtime.bundle import MANIFEST_FILE, SIGNATURE_FILE, FileEntry
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
+    from cloud_service.config import DistributionConfig
+
 log = logging.getLogger(__name__)
 
 CHUNK_BYTES = 256 * 1024
@@ -106,6 +108,14 @@ def add_to_server(server: grpc.aio.Server, catalog: BundleCatalog) -> Distributi
     servicer = DistributionServicer(catalog)
     distribution_pb2_grpc.add_ModelDistributionServicer_to_server(servicer, server)
     return servicer
+
+
+def serve_catalog(server: grpc.aio.Server, config: DistributionConfig) -> DistributionServicer:
+    """Verify a [distribution] config's bundles against its trusted keys and serve them on ``server``."""
+    from edge_runtime.bundle import load_public_key
+
+    keys = [load_public_key(path) for path in config.trusted_keys]
+    return add_to_server(server, BundleCatalog(config.bundles, keys))
 
 
 async def _entry(catalog: BundleCatalog, bundle: str, version: str, context: grpc.aio.ServicerContext) -> CatalogEntry:

@@ -34,6 +34,10 @@
     key = "gateway.key"
     server_name = "replica.internal"  # the name checked in replica certificates (we dial IPs)
 
+    [distribution]                 # optional: edge bundles served to devices, as on a replica
+    assistant-q4 = ["bundles/assistant-q4-v1"]
+    trusted_keys = ["keys/release.pub"]
+
     [[gateway.versions]]           # unpinned traffic of a model splits by weight over its versions (canary)
     model = "assistant"
     version = "v1"
@@ -58,6 +62,7 @@ from typing import Any
 
 from cloud_service.config import (
     ConfigError,
+    DistributionConfig,
     Limits,
     TenantConfig,
     TlsConfig,
@@ -65,6 +70,7 @@ from cloud_service.config import (
     _known,
     _path,
     check_shared,
+    parse_distribution,
     parse_shared,
     read_toml,
 )
@@ -165,6 +171,8 @@ class GatewayConfig:
     limits: Limits = field(default_factory=Limits)
     tenants: tuple[TenantConfig, ...] = ()
     tls: TlsConfig | None = None
+    distribution: DistributionConfig = field(default_factory=DistributionConfig)
+    """Edge bundles the gateway serves to devices itself (ModelDistribution), as a replica's [distribution]."""
 
     def __post_init__(self) -> None:
         check_shared(self)
@@ -231,13 +239,13 @@ def parse_gateway(table: Mapping[str, Any], base: Path, environ: Mapping[str, st
 
 
 def parse_gateway_config(data: dict[str, Any], base: Path, environ: Mapping[str, str] | None = None) -> GatewayConfig:
-    _known(data, {"server", "limits", "tls", "tenants", "gateway"}, "config")
+    _known(data, {"server", "limits", "tls", "tenants", "gateway", "distribution"}, "config")
     if "gateway" not in data:
         raise ConfigError("gateway: the [gateway] table is required (at least gateway.replicas or "
                           "gateway.discovery_dns)")
     table = _expect(data, "gateway", dict, "config")
     settings = parse_gateway(table, base, os.environ if environ is None else environ)
-    return GatewayConfig(gateway=settings, **parse_shared(data, base))
+    return GatewayConfig(gateway=settings, distribution=parse_distribution(data, base), **parse_shared(data, base))
 
 
 def load_gateway_config(path: str | Path, *, environ: Mapping[str, str] | None = None,

@@ -84,10 +84,17 @@ class GatewayServer:
         )
         inference_pb2_grpc.add_InferenceServicer_to_server(self.inference, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        reflection.enable_server_reflection(
-            [INFERENCE_SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
-            self.server,
-        )
+        services = [INFERENCE_SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                    reflection.SERVICE_NAME]
+        self.readiness = [INFERENCE_SERVICE]
+        if config.distribution.bundles:
+            from cloud_service.distribution import SERVICE_NAME as DISTRIBUTION_SERVICE
+            from cloud_service.distribution import serve_catalog
+
+            serve_catalog(self.server, config.distribution)
+            services.append(DISTRIBUTION_SERVICE)
+            self.readiness.append(DISTRIBUTION_SERVICE)
+        reflection.enable_server_reflection(services, self.server)
         self._loops: list[asyncio.Task[None]] = []
         self.port = 0
         self.metrics_port = 0
@@ -113,7 +120,7 @@ class GatewayServer:
         ]
         if self.config.metrics_port:
             self.metrics_port = self.metrics.serve(self.config.metrics_port, self.config.host)
-        for service in ("", INFERENCE_SERVICE):
+        for service in ("", *self.readiness):
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
         settings = self.config.gateway
         log.info("serving", extra={"fields": {
@@ -128,7 +135,8 @@ class GatewayServer:
         queued streams to finish, up to ``timeout_s``; True when all finished. Liveness stays SERVING."""
         timeout_s = self.config.drain_timeout_s if timeout_s is None else timeout_s
         self.inference.draining = True
-        await self.health.set(INFERENCE_SERVICE, health_pb2.HealthCheckResponse.NOT_SERVING)
+        for service in self.readiness:
+            await self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
         deadline = time.monotonic() + timeout_s
         while self.inference.inflight and time.monotonic() < deadline:
             await asyncio.sleep(DRAIN_POLL_S)

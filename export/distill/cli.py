@@ -66,7 +66,11 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(_default("seed"), help="Same seed, same student."),
         eval_fraction: float = typer.Option(_default("eval_fraction"), help="Share of the text held out."),
         eval_max_windows: int | None = typer.Option(None, help="Score at most this many held-out windows."),
-        text_mode: str = typer.Option(_default("text_mode"), help="Text files: lines (a document each) or whole."),
+        text_mode: str = typer.Option(
+            _default("text_mode"),
+            help="Text files: lines (a document each) or whole. chat: a .jsonl of {\"messages\": [...]}, trained on "
+            "each final assistant answer.",
+        ),
         checkpoint_every: int = typer.Option(_default("checkpoint_every"), help="Checkpoint every N steps (0: never)."),
         checkpoint_dir: Path | None = typer.Option(None, help="Checkpoint folder (default: OUT_DIR.checkpoints)."),
         resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue from the newest checkpoint."),

@@ -21,11 +21,19 @@ from typing import TYPE_CHECKING, Any
 from export.atomic import staged_folder
 from export.distill.checkpoints import CheckpointError, clear_checkpoints, latest_checkpoint, load_checkpoint
 from export.distill.config import DistillConfig
-from export.distill.data import PackedData, pack, read_documents, tokenize_documents
+from export.distill.data import (
+    PackedData,
+    encode_chats,
+    pack,
+    pad_examples,
+    read_chat_examples,
+    read_documents,
+    tokenize_documents,
+)
 from export.distill.student import build_student, student_config_dict
 from export.distill.trainer import DistillTrainer, StepCallback
 from export.errors import OutputExistsError, SpecError
-from export.quality import Perplexity, eval_windows, hf_window_nll, perplexity
+from export.quality import Perplexity, hf_window_nll, perplexity
 from export.source import SourceModel
 
 if TYPE_CHECKING:
@@ -94,13 +102,21 @@ def _held_out_perplexity(model: PreTrainedModel, windows: list[list[int]]) -> Pe
 
 
 def prepare_data(config: DistillConfig, source: SourceModel) -> PackedData:
-    """Read, tokenize and pack ``config.data`` with the teacher's tokenizer."""
-    documents = read_documents(config.data, config.text_mode)
+    """Read, tokenize and pack ``config.data`` with the teacher's tokenizer (chat examples: render, tokenize
+    and pad each one)."""
+    if config.text_mode == "chat":
+        examples = read_chat_examples(config.data)
+    else:
+        documents = read_documents(config.data, config.text_mode)
     if config.seq_len > source.context_length:
         raise SpecError(
             f"seq_len={config.seq_len} exceeds the teacher's context length {source.context_length}; lower seq_len"
         )
-    return pack(tokenize_documents(source.load_tokenizer(), documents), config.seq_len, config.eval_fraction)
+    tokenizer = source.load_tokenizer()
+    if config.text_mode == "chat":
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        return pad_examples(encode_chats(tokenizer, examples), config.seq_len, config.eval_fraction, pad_id)
+    return pack(tokenize_documents(tokenizer, documents), config.seq_len, config.eval_fraction)
 
 
 def _ppl(value: Perplexity) -> dict[str, float | int]:
@@ -143,7 +159,7 @@ def distill(
     total_steps = config.total_steps(len(data.train))
     if config.warmup_steps >= total_steps:
         raise SpecError(f"warmup_steps={config.warmup_steps} must be smaller than the run's {total_steps} steps")
-    windows = eval_windows(data.held_out_tokens, config.seq_len, config.eval_max_windows)
+    windows = data.held_out_windows(config.eval_max_windows)
 
     on_phase("teacher")
     teacher = source.load_model(torch.float32)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from export.distill.checkpoints import CheckpointError, rng_state, save_checkpoint, set_rng_state
 from export.distill.config import DistillConfig
-from export.distill.data import BatchSchedule, PackedData, batch_tensor
+from export.distill.data import BatchSchedule, PackedData, batch_mask, batch_tensor
 from export.distill.loss import distillation_loss
 
 if TYPE_CHECKING:
@@ -86,7 +86,9 @@ class DistillTrainer:
         self.total_steps = total_steps
         self.fingerprint = fingerprint
         self.batches = BatchSchedule(len(data.train), config.batch_size, config.seed)
-        self.optimizer = torch.optim.AdamW(student.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.optimizer = torch.optim.AdamW(
+            student.parameters(), lr=config.lr, weight_decay=config.weight_decay, betas=(0.9, config.adam_beta2)
+        )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         self.step = 0
         self.train_seconds = 0.0
@@ -152,7 +154,12 @@ class DistillTrainer:
         """One optimizer step; returns (loss, kl, ce, lr used)."""
         import torch
 
-        input_ids = batch_tensor(self.data, self.batches.batch_indices(self.step))
+        indices = self.batches.batch_indices(self.step)
+        input_ids, target_mask = batch_tensor(self.data, indices), batch_mask(self.data, indices)
+        if target_mask is not None:
+            # Chat examples: positions after the batch's last answer token are padding nothing attends to.
+            length = int(target_mask.nonzero()[:, 1].max()) + 1
+            input_ids, target_mask = input_ids[:, :length], target_mask[:, :length]
         teacher_logits = None
         if self.teacher is not None and self.config.alpha_kl:
             with torch.no_grad():
@@ -162,6 +169,7 @@ class DistillTrainer:
         parts = distillation_loss(
             student_logits, teacher_logits, input_ids,
             temperature=self.config.temperature, alpha_kl=self.config.alpha_kl, alpha_ce=self.config.alpha_ce,
+            target_mask=target_mask,
         )
         self.optimizer.zero_grad(set_to_none=True)
         parts.total.backward()

@@ -9,6 +9,7 @@ the device out of routing until the bundle changes (``reload``), with the error 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
@@ -26,9 +27,10 @@ from sdk.policy import DeviceSettings
 from sdk.reasons import Reason, Side
 
 if TYPE_CHECKING:
+    from edge_runtime.local_engine import LocalEngine
     from edge_runtime.router import DifficultyRouter
 
-    from edge_runtime.local_engine import LocalEngine
+log = logging.getLogger(__name__)
 
 
 class EdgeSide:
@@ -44,6 +46,8 @@ class EdgeSide:
         """Why the bundle cannot be used (verification or load error); None while it can."""
         self.model = ""
         self.version = ""
+        self.loads = 0
+        """Engines built so far: a new one (after provisioning replaced the bundle) may carry another router."""
         self.refresh()
 
     # -- state the decision reads (no I/O) ----------------------------------------------------------------
@@ -86,12 +90,16 @@ class EdgeSide:
         if self._engine is None or self.settings.bundle is None:
             return None
         try:
-            from edge_runtime.router import load_router
+            from edge_runtime.router import RouterNotFoundError, load_router
         except ImportError:
             return None
         try:
-            return load_router(self.settings.bundle)
-        except (OSError, ValueError, EdgeRuntimeError):
+            return load_router(self.settings.bundle, manifest=self._engine.manifest)
+        except RouterNotFoundError:
+            return None
+        except (OSError, ValueError, EdgeRuntimeError) as exc:
+            log.warning("the bundle's router is unusable (%s: %s); routing on the text heuristic instead",
+                        type(exc).__name__, exc)
             return None
 
     # -- running ------------------------------------------------------------------------------------------
@@ -104,6 +112,7 @@ class EdgeSide:
         async with self._load_lock:
             if self._engine is None:
                 self._engine = await asyncio.to_thread(self._open)
+                self.loads += 1
         return self._engine
 
     def _open(self) -> LocalEngine:

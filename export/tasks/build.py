@@ -1,0 +1,433 @@
+"""ensure_task_models: the suite's teacher ("cloud") and distilled student ("device"), its signed bundles with
+calibrated routers, and their measured accuracy, built once and then reused from a cache.
+
+    models = ensure_task_models(cache_dir, size="full")     # minutes the first time, instant afterwards
+    models.teacher, models.student                          # Hugging Face folders
+    models.bundles["gguf"], models.bundles["onnx"]          # signed student bundles, each with router.json
+    models.public_key                                       # PEM file that verifies the bundles
+    models.report["teacher"]["accuracy"]["levels"]          # per difficulty level, on the test split
+
+One build lives in ``cache_dir/<size>-<digest>/``; the digest covers RECIPE_VERSION and the whole spec, so a
+changed recipe builds anew beside the old one and an unchanged one is never rebuilt:
+
+    keys/tasks.key, keys/tasks.pub      the signing key pair of these bundles (made for this cache)
+    data/*.jsonl                        training conversations of the teacher and of the student
+    untrained/                          the teacher's random initialisation (config, weights, tokenizer)
+    teacher/  student/                  trained models (`tandem export distill` output folders)
+    bundles/student-gguf-<q>/  bundles/student-onnx-<q>/
+    report.json                         written last: its presence marks a complete build
+
+Every part is written atomically (``export.atomic``), so an interrupted build resumes at the first missing
+part (the distillation runs even from their last checkpoint); a lock file serialises concurrent builders.
+Training runs on CPU (see ``training_threads``).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from export.atomic import staged_folder
+from export.errors import SpecError
+from export.tasks.models import ModelShape
+from export.tasks.suite import generate_split, training_stream
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from export.distill.trainer import StepStats
+
+RECIPE_VERSION = 6
+"""Bump when the code that shapes the models changes for an unchanged spec (suite, tokenizer, training)."""
+SIZES = ("full", "smoke")
+STAGES = ("data", "teacher", "student", "bundles", "evaluate", "router")
+REPORT_FILE = "report.json"
+LOCK_SUFFIX = ".lock"
+MAX_TRAINING_THREADS = 2
+BUSY_LOAD = 1.0
+"""One-minute load average above which the machine counts as busy (training then uses one thread)."""
+ADAM_BETA2 = 0.98
+"""Measured on the task suite: faster than AdamW's default 0.999 for these short runs."""
+KEY_NAME = "tasks"
+EVAL_TEXT_ITEMS = 64
+"""Calibration conversations (with answers) that make the held-out text of the bundles' quality gates."""
+
+
+@dataclass(frozen=True)
+class TrainingPlan:
+    steps: int
+    batch_size: int
+    lr: float
+    warmup_steps: int
+
+    @property
+    def examples(self) -> int:
+        """Training conversations written for the plan: one epoch covers every step."""
+        return self.steps * self.batch_size
+
+
+@dataclass(frozen=True)
+class TaskModelsSpec:
+    """Everything that determines the built models and bundles (hashed into the cache folder's name)."""
+
+    size: str
+    teacher: ModelShape
+    teacher_training: TrainingPlan
+    student_layers: tuple[int, ...]
+    """Teacher layers the student keeps (``tandem export distill --keep-layers``). Measured: random-initialised
+    students (2 layers, hidden 64 or 128) did not learn reversal within minutes of distillation; one started
+    from the teacher's embeddings and two of its layers learns in a few hundred steps and fails on the longest
+    inputs. One kept layer (3.5x smaller) lost addition even on one-digit numbers."""
+    student_training: TrainingPlan
+    calibration_per_cell: int
+    """Calibration items per (family, level)."""
+    test_per_cell: int
+    """Test items per (family, level) for the accuracy report."""
+    alpha_kl: float = 0.7
+    alpha_ce: float = 0.3
+    temperature: float = 2.0
+    seq_len: int = 96
+    gguf_quantization: str = "q8_0"
+    onnx_quantization: str = "fp32"
+    gate_max_increase_pct: float = 2.0
+    """Quality gate of the quantized bundles (perplexity increase over the student, in percent)."""
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.size not in SIZES:
+            raise SpecError(f"size={self.size!r} is not one of {', '.join(SIZES)}")
+        if self.calibration_per_cell < 1 or self.test_per_cell < 1:
+            raise SpecError("calibration_per_cell and test_per_cell must be positive")
+        if not self.student_layers or not all(0 <= i < self.teacher.layers for i in self.student_layers):
+            raise SpecError(
+                f"student_layers={self.student_layers} must name teacher layers (0..{self.teacher.layers - 1})"
+            )
+
+    @classmethod
+    def full(cls) -> TaskModelsSpec:
+        """A 1.1M-parameter teacher (>= 90 % on the test split) and a student of two of its four layers
+        (0.56M parameters); about 10 minutes on 2 idle cores."""
+        return cls(
+            size="full",
+            teacher=ModelShape(layers=4, hidden=128, heads=4, intermediate=512),
+            teacher_training=TrainingPlan(steps=3500, batch_size=32, lr=2e-3, warmup_steps=50),
+            student_layers=(0, 3),
+            student_training=TrainingPlan(steps=600, batch_size=32, lr=2e-3, warmup_steps=30),
+            calibration_per_cell=30,
+            test_per_cell=30,
+        )
+
+    @classmethod
+    def smoke(cls) -> TaskModelsSpec:
+        """The whole pipeline in well under a minute, for tests; the models learn little."""
+        return cls(
+            size="smoke",
+            teacher=ModelShape(layers=2, hidden=32, heads=2, intermediate=64),
+            teacher_training=TrainingPlan(steps=12, batch_size=8, lr=3e-3, warmup_steps=2),
+            student_layers=(0,),
+            student_training=TrainingPlan(steps=6, batch_size=8, lr=3e-3, warmup_steps=1),
+            calibration_per_cell=2,
+            test_per_cell=1,
+        )
+
+    @classmethod
+    def for_size(cls, size: str) -> TaskModelsSpec:
+        if size not in SIZES:
+            raise SpecError(f"size={size!r} is not one of {', '.join(SIZES)}")
+        return cls.full() if size == "full" else cls.smoke()
+
+    def digest(self) -> str:
+        payload = json.dumps({"recipe": RECIPE_VERSION, **asdict(self)}, sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()
+
+    @property
+    def folder_name(self) -> str:
+        return f"{self.size}-{self.digest()[:12]}"
+
+
+@dataclass(frozen=True)
+class TaskModels:
+    path: Path
+    teacher: Path
+    student: Path
+    bundles: dict[str, Path]
+    """"gguf" and "onnx" -> the student's signed bundle."""
+    public_key: Path
+    """PEM public key that verifies the bundles."""
+    private_key: Path
+    report: dict[str, Any] = field(repr=False)
+
+
+class TaskBuildProgress:
+    """What a build reports (the CLI draws it); the default ignores everything."""
+
+    def stage(self, name: str) -> None:
+        """A stage of STAGES starts (or is found in the cache)."""
+
+    def update(self, done: int, total: int | None, detail: str = "") -> None:
+        """Progress within the current stage."""
+
+
+def training_threads() -> int:
+    """Torch threads for training: two on an otherwise idle machine with two cores or more (1.6x faster than
+    one, measured), one when other work keeps the cores busy (two spinning OpenMP threads then ran up to 10x
+    slower than one, measured on a shared 2-core machine). Not part of the cache key: the choice changes the
+    float rounding of the weights, not what they are trained to do."""
+    cores = os.cpu_count() or 1
+    return MAX_TRAINING_THREADS if cores >= MAX_TRAINING_THREADS and os.getloadavg()[0] < BUSY_LOAD else 1
+
+
+def default_cache_dir() -> Path:
+    """$XDG_CACHE_HOME/tandem/tasks or ~/.cache/tandem/tasks."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tandem" / "tasks"
+
+
+# -- small helpers ------------------------------------------------------------------------------------------
+
+
+@contextmanager
+def _torch_threads(count: int) -> Iterator[None]:
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@contextmanager
+def _build_lock(root: Path) -> Iterator[None]:
+    """One builder per cache folder at a time; the others wait, then find the parts built."""
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with open(root.with_name(root.name + LOCK_SUFFIX), "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    temporary.write_bytes(data)
+    temporary.replace(path)
+
+
+def _signing_key(keys: Path) -> Ed25519PrivateKey:
+    from export.signing_keys import generate_keypair, load_private_key
+
+    private = keys / f"{KEY_NAME}.key"
+    if not private.is_file():
+        with staged_folder(keys, overwrite=True) as stage:
+            generate_keypair(stage / KEY_NAME)
+    return load_private_key(private)
+
+
+def _write_conversations(path: Path, items: Iterator[Any] | list[Any], count: int) -> None:
+    lines = []
+    for index, item in enumerate(items):
+        if index >= count:
+            break
+        lines.append(json.dumps({"messages": item.training_chat()}))
+    _write_atomic(path, ("\n".join(lines) + "\n").encode())
+
+
+def _step_reporter(progress: TaskBuildProgress) -> Callable[[StepStats], None]:
+    def on_step(stats: StepStats) -> None:
+        progress.update(stats.step, stats.total_steps, f"loss {stats.loss:.3f}")
+
+    return on_step
+
+
+# -- the stages ---------------------------------------------------------------------------------------------
+
+
+def _data(spec: TaskModelsSpec, data: Path) -> tuple[Path, Path]:
+    teacher_file, student_file = data / "teacher-train.jsonl", data / "student-train.jsonl"
+    if not teacher_file.is_file():
+        stream = training_stream(seed=spec.seed)
+        _write_conversations(teacher_file, stream, spec.teacher_training.examples)
+    if not student_file.is_file():
+        stream = training_stream(seed=spec.seed + 1)
+        _write_conversations(student_file, stream, spec.student_training.examples)
+    return teacher_file, student_file
+
+
+def _distill(
+    spec: TaskModelsSpec, source: Path, data: Path, out: Path, plan: TrainingPlan, student: Any, *,
+    alpha_kl: float, alpha_ce: float, progress: TaskBuildProgress,
+) -> None:
+    from export.distill import DistillConfig, distill
+
+    config = DistillConfig(
+        teacher=source, data=data, out=out, student=student, seq_len=spec.seq_len, batch_size=plan.batch_size,
+        steps=plan.steps, lr=plan.lr, warmup_steps=plan.warmup_steps, weight_decay=0.01, adam_beta2=ADAM_BETA2,
+        temperature=spec.temperature, alpha_kl=alpha_kl, alpha_ce=alpha_ce, seed=spec.seed, eval_fraction=0.02,
+        eval_max_windows=64, text_mode="chat", checkpoint_every=max(50, plan.steps // 5),
+    )
+    distill(config, on_step=_step_reporter(progress))
+
+
+def _teacher(spec: TaskModelsSpec, root: Path, data: Path, progress: TaskBuildProgress) -> None:
+    from export.distill import StudentSpec
+    from export.tasks.models import write_untrained_model
+
+    untrained = root / "untrained"
+    if not untrained.is_dir():
+        with staged_folder(untrained, overwrite=True) as stage:
+            write_untrained_model(stage, spec.teacher, spec.seed)
+    # No teacher term: plain cross-entropy on the answers, from a fresh initialisation of the same shape.
+    _distill(spec, untrained, data, root / "teacher", spec.teacher_training, StudentSpec(),
+             alpha_kl=0.0, alpha_ce=1.0, progress=progress)
+
+
+def _student(spec: TaskModelsSpec, root: Path, data: Path, progress: TaskBuildProgress) -> None:
+    from export.distill import StudentSpec
+
+    student = StudentSpec(keep_layers=spec.student_layers)
+    _distill(spec, root / "teacher", data, root / "student", spec.student_training, student,
+             alpha_kl=spec.alpha_kl, alpha_ce=spec.alpha_ce, progress=progress)
+
+
+def _bundle_paths(spec: TaskModelsSpec, root: Path) -> dict[str, Path]:
+    return {
+        "gguf": root / "bundles" / f"student-gguf-{spec.gguf_quantization}",
+        "onnx": root / "bundles" / f"student-onnx-{spec.onnx_quantization}",
+    }
+
+
+def _bundles(spec: TaskModelsSpec, root: Path, key: Ed25519PrivateKey, progress: TaskBuildProgress) -> None:
+    from export.gguf.pipeline import build_gguf_bundle
+    from export.onnx.bundle import build_onnx_bundle
+    from export.quality import Evaluation, QualityGate
+    from export.source import SourceModel
+
+    source = SourceModel.open(root / "student")
+    tokenizer = source.load_tokenizer()
+    conversations = [item.training_chat() for item in generate_split("calibration", 1, seed=spec.seed)]
+    text = "".join(tokenizer.apply_chat_template(conversations[:EVAL_TEXT_ITEMS], tokenize=False))
+    evaluation = Evaluation(text, QualityGate(spec.gate_max_increase_pct), window=128, max_windows=16)
+    paths = _bundle_paths(spec, root)
+    builders = {
+        "gguf": (build_gguf_bundle, spec.gguf_quantization),
+        "onnx": (build_onnx_bundle, spec.onnx_quantization),
+    }
+    for done, (fmt, (build, quantization)) in enumerate(builders.items()):
+        if paths[fmt].is_dir():
+            continue
+        progress.update(done, len(builders), f"{fmt} {quantization}")
+        unquantized = quantization in ("f32", "f16", "fp32")
+        build(source, paths[fmt], quantization, key, evaluation=None if unquantized else evaluation,
+              name=f"tasks-student-{fmt}-{quantization}", overwrite=True, tool_version=f"tasks-recipe-{RECIPE_VERSION}")
+    progress.update(len(builders), len(builders))
+
+
+def _evaluate(spec: TaskModelsSpec, root: Path, key: Ed25519PrivateKey, progress: TaskBuildProgress) -> dict:
+    from export.tasks.answers import accuracy_table, bundle_answers, model_answers
+
+    items = generate_split("test", spec.test_per_cell, seed=spec.seed)
+    total = len(items) * 3
+    teacher = model_answers(root / "teacher", items, on_item=lambda done, _: progress.update(done, total, "teacher"))
+    results = {"teacher": accuracy_table(items, teacher), "student": {}}
+    for offset, (fmt, path) in enumerate(_bundle_paths(spec, root).items(), start=1):
+        answers = bundle_answers(
+            path, [key.public_key()], items,
+            on_item=lambda done, _, offset=offset, fmt=fmt: progress.update(offset * len(items) + done, total, fmt),
+        )
+        results["student"][fmt] = accuracy_table(items, answers)
+    return results
+
+
+def _calibrate(spec: TaskModelsSpec, root: Path, key: Ed25519PrivateKey, progress: TaskBuildProgress) -> dict:
+    from edge_runtime.router import ROUTER_FILE
+    from export.calibrate.run import calibrate_bundle
+
+    items = generate_split("calibration", spec.calibration_per_cell, seed=spec.seed)
+    metrics = {}
+    for fmt, path in _bundle_paths(spec, root).items():
+        if (path / ROUTER_FILE).is_file():  # calibrated before an interruption: read what it measured
+            metrics[fmt] = json.loads((path / ROUTER_FILE).read_text())["metrics"]
+            continue
+        result = calibrate_bundle(
+            path, key, items=items, seed=spec.seed,
+            on_item=lambda done, total, fmt=fmt: progress.update(done, total, f"{fmt}: calibration prompts"),
+        )
+        metrics[fmt] = result.router.metrics
+    return metrics
+
+
+def _parameters(folder: Path) -> int:
+    from export.safetensors_info import parameter_count
+
+    return parameter_count(folder)
+
+
+def _models(root: Path, spec: TaskModelsSpec, report: dict[str, Any]) -> TaskModels:
+    keys = root / "keys"
+    return TaskModels(
+        path=root, teacher=root / "teacher", student=root / "student", bundles=_bundle_paths(spec, root),
+        public_key=keys / f"{KEY_NAME}.pub", private_key=keys / f"{KEY_NAME}.key", report=report,
+    )
+
+
+def ensure_task_models(
+    cache_dir: str | os.PathLike[str] | None = None,
+    *,
+    size: str = "full",
+    spec: TaskModelsSpec | None = None,
+    progress: TaskBuildProgress | None = None,
+) -> TaskModels:
+    """The task models of ``size`` (or of an explicit ``spec``) under ``cache_dir`` (default:
+    ``default_cache_dir()``), built first when the cache lacks them. See the module docstring."""
+    spec = spec or TaskModelsSpec.for_size(size)
+    progress = progress or TaskBuildProgress()
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    root = root / spec.folder_name
+    report_path = root / REPORT_FILE
+    if report_path.is_file():
+        return _models(root, spec, json.loads(report_path.read_text()))
+    with _build_lock(root), _torch_threads(training_threads()):
+        if report_path.is_file():  # another process finished it while we waited
+            return _models(root, spec, json.loads(report_path.read_text()))
+        started = time.perf_counter()
+        seconds: dict[str, float] = {}
+
+        def timed(name: str, run: Callable[[], Any]) -> Any:
+            progress.stage(name)
+            begun = time.perf_counter()
+            value = run()
+            seconds[name] = round(time.perf_counter() - begun, 2)
+            return value
+
+        key = _signing_key(root / "keys")
+        teacher_data, student_data = timed("data", lambda: _data(spec, root / "data"))
+        if not (root / "teacher").is_dir():
+            timed("teacher", lambda: _teacher(spec, root, teacher_data, progress))
+        if not (root / "student").is_dir():
+            timed("student", lambda: _student(spec, root, student_data, progress))
+        timed("bundles", lambda: _bundles(spec, root, key, progress))
+        accuracy = timed("evaluate", lambda: _evaluate(spec, root, key, progress))
+        routers = timed("router", lambda: _calibrate(spec, root, key, progress))
+        report = {
+            "recipe_version": RECIPE_VERSION,
+            "spec": asdict(spec),
+            "seconds": {**seconds, "total": round(time.perf_counter() - started, 2)},
+            "teacher": {"parameters": _parameters(root / "teacher"), "accuracy": accuracy["teacher"]},
+            "student": {"parameters": _parameters(root / "student"), "accuracy": accuracy["student"]},
+            "routers": routers,
+        }
+        text = json.dumps(report, indent=2, sort_keys=True) + "\n"
+        _write_atomic(report_path, text.encode())
+    return _models(root, spec, json.loads(text))  # as a later call reads it (lists, not tuples)
+

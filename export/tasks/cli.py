@@ -1,0 +1,101 @@
+"""`tandem export tasks build [--smoke]`: build (or reuse) the task suite's teacher, student and bundles.
+
+Registered on the export app by ``register(app)``; torch and transformers load when the command runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.progress import Progress, TaskID
+from rich.table import Table
+
+from export.cli_support import cli_errors, step_progress
+from export.tasks.build import STAGES, TaskBuildProgress
+
+app = typer.Typer(name="tasks", help="The synthetic task suite and its teacher / student models.",
+                  no_args_is_help=True)
+
+
+class _RichProgress(TaskBuildProgress):
+    def __init__(self, progress: Progress) -> None:
+        self._progress = progress
+        self._task: TaskID | None = None
+        self._stage = ""
+
+    def _close(self) -> None:
+        if self._task is not None:
+            self._progress.update(self._task, description=f"{self._stage}: done", completed=1, total=1)
+
+    def stage(self, name: str) -> None:
+        self._close()
+        self._stage = name
+        self._task = self._progress.add_task(f"{name} ({STAGES.index(name) + 1}/{len(STAGES)})...", total=None)
+
+    def update(self, done: int, total: int | None, detail: str = "") -> None:
+        if self._task is not None:
+            self._progress.update(self._task, completed=done, total=total,
+                                  description=f"{self._stage}: {detail}" if detail else self._stage)
+
+    def finish(self) -> None:
+        self._close()
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f} %"
+
+
+def accuracy_tables(report: dict[str, Any]) -> list[Table]:
+    """Per-level and per-family accuracy of the teacher and the student bundles (from a build report)."""
+    teacher = report["teacher"]["accuracy"]
+    students = report["student"]["accuracy"]
+    columns = ["teacher", *(f"student {fmt}" for fmt in students)]
+    by_level = Table("difficulty", *columns, title=f"accuracy on the test split ({teacher['items']} items, greedy)")
+    for level in teacher["levels"]:
+        by_level.add_row(level, _pct(teacher["levels"][level]),
+                         *(_pct(table["levels"].get(level)) for table in students.values()))
+    by_level.add_row("overall", _pct(teacher["overall"]), *(_pct(table["overall"]) for table in students.values()),
+                     style="bold")
+    by_family = Table("family", *columns, title="accuracy by task family")
+    for family, entry in teacher["families"].items():
+        by_family.add_row(family, _pct(entry["overall"]),
+                          *(_pct(table["families"][family]["overall"]) for table in students.values()))
+    return [by_level, by_family]
+
+
+@app.command("build")
+def build(
+    smoke: bool = typer.Option(False, "--smoke", help="Tiny suite and a few training steps (CI): under a minute."),
+    cache_dir: Path = typer.Option(None, help="Cache folder [default: ~/.cache/tandem/tasks]."),
+) -> None:
+    """Build (or reuse) the teacher, the distilled student, its signed GGUF and ONNX bundles and their routers;
+    print the accuracy per difficulty level."""
+    with cli_errors():
+        from export.tasks.build import ensure_task_models
+
+        with step_progress() as progress:
+            reporter = _RichProgress(progress)
+            models = ensure_task_models(cache_dir, size="smoke" if smoke else "full", progress=reporter)
+            reporter.finish()
+
+    out = Console()
+    for table in accuracy_tables(models.report):
+        out.print(table)
+    report = models.report
+    summary = Table(title=f"task models ({report['spec']['size']})", show_header=False)
+    summary.add_row("teacher", f"{models.teacher} ({report['teacher']['parameters']:,} parameters)")
+    summary.add_row("student", f"{models.student} ({report['student']['parameters']:,} parameters)")
+    for fmt, path in models.bundles.items():
+        auroc = report["routers"][fmt].get("auroc")
+        summary.add_row(f"{fmt} bundle", f"{path} (router AUROC {'n/a' if auroc is None else f'{auroc:.3f}'})")
+    summary.add_row("public key", str(models.public_key))
+    seconds = report["seconds"]
+    summary.add_row("build time", ", ".join(f"{name} {value:.0f} s" for name, value in seconds.items()))
+    out.print(summary)
+
+
+def register(export_app: typer.Typer) -> None:
+    export_app.add_typer(app)
