@@ -55,6 +55,8 @@ attempts = 2
         ('[routing]\nmax_thermal = "lukewarm"', "routing.max_thermal", "not one of"),
         ("[routing]\nmemory_headroom = 0.5", "routing.memory_headroom", ">= 1.0"),
         ('[routing]\navoid_metered = "yes"', "routing.avoid_metered", "true or false"),
+        ("[routing]\nrouter_cloud_share = 1.5", "routing.router_cloud_share", "<= 1"),
+        ("[routing]\nrouter_cloud_share = 0.3\nrouter_threshold = 0.5", "routing.router_cloud_share", "not both"),
         ('[routing]\nmod = "auto"', "routing.mod", "unknown setting"),
         ("[weather]\nsunny = true", "weather", "unknown section"),
         ('[cloud]\ntarget = "http://models.example.com"\nmodel = "m"', "cloud.target", "is not host:port"),
