@@ -122,16 +122,17 @@ class CloudClient:
 
     async def generate(self, request: GenerationRequest, *, model: str, model_version: str = "",
                        timeout: float | None = None,
-                       on_model_version: Callable[[str], None] | None = None) -> AsyncIterator[TokenEvent]:
+                       on_serving: Callable[[str, str], None] | None = None) -> AsyncIterator[TokenEvent]:
         """Stream the answer; ``timeout`` (seconds, default the client's) is the whole call's deadline.
-        ``on_model_version`` is called with the serving model version when the first chunk names it."""
+        ``on_serving(model_version, vocabulary)`` is called when the first chunk names them (the vocabulary's
+        fingerprint says which engines can continue from this stream's token ids)."""
         wire = request_to_wire(request, model=model, model_version=model_version, tenant=self.tenant)
         call = self._stub.Generate(wire, timeout=timeout or self.timeout_s, metadata=self._metadata)
         delivered = 0
         try:
             async for chunk in call:
-                if chunk.model_version and on_model_version is not None:
-                    on_model_version(chunk.model_version)
+                if (chunk.model_version or chunk.vocabulary) and on_serving is not None:
+                    on_serving(chunk.model_version, chunk.vocabulary)
                 for event in events_from_chunk(chunk):
                     delivered += event.token_id is not None
                     yield event

@@ -10,7 +10,15 @@ from collections.abc import Sequence
 
 from cloud_service.wire.v1 import inference_pb2 as pb
 from edge_runtime.errors import InvalidRequestError
-from edge_runtime.types import FinishReason, GenerationRequest, Message, SamplingParams, TokenEvent, Usage
+from edge_runtime.types import (
+    FinishReason,
+    GenerationRequest,
+    Message,
+    PrefixTokens,
+    SamplingParams,
+    TokenEvent,
+    Usage,
+)
 
 _FINISH_TO_WIRE = {
     FinishReason.STOP: pb.FINISH_REASON_STOP,
@@ -53,7 +61,17 @@ def request_from_wire(wire: pb.GenerateRequest, *, engine_request_id: str, max_t
         sampling=sampling_from_wire(wire.sampling, max_tokens_limit),
         assistant_prefix=wire.assistant_prefix,
         request_id=engine_request_id,
+        prefix_tokens=_prefix_tokens_from_wire(wire),
     )
+
+
+def _prefix_tokens_from_wire(wire: pb.GenerateRequest) -> PrefixTokens | None:
+    if not wire.HasField("prefix_tokens"):
+        return None
+    given = wire.prefix_tokens
+    if not wire.assistant_prefix.endswith(given.text):
+        raise InvalidRequestError("prefix_tokens.text must be the end of assistant_prefix")
+    return PrefixTokens(given.vocabulary, tuple(given.ids), given.text)
 
 
 def request_to_wire(request: GenerationRequest, *, model: str, model_version: str = "", tenant: str = "",
@@ -71,6 +89,9 @@ def request_to_wire(request: GenerationRequest, *, model: str, model_version: st
         request_id=request_id or request.request_id, model=model, model_version=model_version, tenant=tenant,
         assistant_prefix=request.assistant_prefix, sampling=sampling,
     )
+    if request.prefix_tokens is not None:
+        given = request.prefix_tokens
+        wire.prefix_tokens.CopyFrom(pb.PrefixTokens(vocabulary=given.vocabulary, ids=given.ids, text=given.text))
     if request.messages is not None:
         wire.chat.messages.extend(pb.ChatMessage(role=m.role, content=m.content) for m in request.messages)
     else:
@@ -78,10 +99,11 @@ def request_to_wire(request: GenerationRequest, *, model: str, model_version: st
     return wire
 
 
-def chunk_from_events(events: Sequence[TokenEvent], model_version: str = "") -> pb.GenerateChunk:
+def chunk_from_events(events: Sequence[TokenEvent], model_version: str = "", vocabulary: str = "") -> pb.GenerateChunk:
     """One chunk for consecutive events: their text joined, every token with its logprob, the last one's finish
-    reason and usage."""
-    chunk = pb.GenerateChunk(text="".join(e.text for e in events), model_version=model_version)
+    reason and usage (the first chunk of a stream also names the model version and vocabulary)."""
+    chunk = pb.GenerateChunk(text="".join(e.text for e in events), model_version=model_version,
+                             vocabulary=vocabulary)
     for event in events:
         if event.token_id is not None and event.logprob is not None:
             chunk.token_ids.append(event.token_id)

@@ -169,7 +169,9 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
                 pending.append(event)
                 # tokens that arrive faster than CHUNK_INTERVAL_S share a chunk; the first and last go at once
                 if delivered <= 1 or event.finish_reason is not None or now - sent_at >= CHUNK_INTERVAL_S:
-                    yield chunk_from_events(pending, model.version if sent_at == started else "")
+                    first = sent_at == started
+                    yield chunk_from_events(pending, model.version if first else "",
+                                            model.engine.info.vocabulary if first else "")
                     pending, sent_at = [], now
             if pending:
                 yield chunk_from_events(pending, "")
@@ -259,6 +261,6 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
     async def ListModels(self, wire: pb.ListModelsRequest, context: grpc.aio.ServicerContext) -> pb.ListModelsResponse:
         return pb.ListModelsResponse(models=[
             pb.ModelInfo(name=m.name, version=m.version, max_context=m.engine.info.context_length,
-                         engine=m.engine.info.backend)
+                         engine=m.engine.info.backend, vocabulary=m.engine.info.vocabulary)
             for versions in self.models.values() for m in versions
         ])

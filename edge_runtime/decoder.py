@@ -28,6 +28,8 @@ class Decoder(Protocol):
     """Tokens the KV cache holds (prompt + generated)."""
     eos_token_ids: frozenset[int]
     """Tokens that end a sequence."""
+    vocabulary: str
+    """Fingerprint of the vocabulary ``tokenize`` uses ("" when unknown)."""
 
     def tokenize(self, text: str, *, add_special: bool) -> list[int]:
         """Token ids of ``text``; special-token text is parsed as special tokens; ``add_special`` adds the

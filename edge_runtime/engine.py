@@ -27,6 +27,8 @@ class EngineInfo:
     version: str = ""
     """The model version (e.g. the bundle manifest's signing key id and digest, or a cloud version tag)."""
     details: dict[str, Any] = field(default_factory=dict)
+    vocabulary: str = ""
+    """Fingerprint of the model's vocabulary (``edge_runtime.tokenizer.vocabulary_fingerprint``); "" unknown."""
 
 
 @runtime_checkable

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
@@ -37,7 +38,14 @@ class Tokenizes(Protocol):
 
 
 def prompt_ids(tokenizer: Tokenizes, request: GenerationRequest, template: ChatTemplate | None) -> list[int]:
-    """The request's prompt as every engine feeds it: formatted by ``prompt_text``, then tokenized."""
+    """The request's prompt as every engine feeds it: formatted by ``prompt_text``, then tokenized. When the
+    request carries ``prefix_tokens`` of this tokenizer's vocabulary, the prefix's tail is those ids as given."""
+    given = request.prefix_tokens
+    if given is not None and given.vocabulary == getattr(tokenizer, "vocabulary", None):
+        head = request.assistant_prefix[: len(request.assistant_prefix) - len(given.text)]
+        text, add_special = prompt_text(dataclasses.replace(request, assistant_prefix=head, prefix_tokens=None),
+                                        template)
+        return tokenizer.tokenize(text, add_special=add_special) + list(given.ids)
     text, add_special = prompt_text(request, template)
     return tokenizer.tokenize(text, add_special=add_special)
 

@@ -10,6 +10,7 @@ when the model is actually loaded (memory may have gone in between).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from edge_runtime.engine import EngineInfo
 from edge_runtime.errors import InvalidRequestError, UnsupportedBundleError
 from edge_runtime.local_engine import DEFAULT_MAX_WAITING, LocalEngine
 from edge_runtime.memory import MemoryProbe, available_memory, check_memory
+from edge_runtime.tokenizer import TOKENIZER_FILE, BundleTokenizer
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -140,6 +142,8 @@ def load_bundle(
             "path": str(folder),
         },
     )
+    if (folder / TOKENIZER_FILE).is_file():  # the backends tokenize with it (else llama.cpp's own: unknown)
+        info = dataclasses.replace(info, vocabulary=BundleTokenizer(folder / TOKENIZER_FILE).vocabulary)
     template = load_chat_template(folder, manifest.chat_template, facts)
     engine = LocalEngine(info, open_checked, template, manifest=manifest, max_waiting=options.max_waiting)
     if not options.lazy:

@@ -7,13 +7,24 @@ token (``<s>[INST]`` becomes ``<s> [INST]``), which a Mistral-style model never 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from edge_runtime.detokenize import WindowDetokenizer
 from edge_runtime.errors import BackendUnavailableError, ModelLoadError
 
 TOKENIZER_FILE = "tokenizer.json"
+FINGERPRINT_HEX = 16
+
+
+def vocabulary_fingerprint(vocabulary: Mapping[str, int]) -> str:
+    """A short digest of a token -> id mapping: engines with equal fingerprints give tokens the same ids, so
+    one can continue from the other's token ids (``GenerationRequest.prefix_tokens``)."""
+    pairs = sorted(vocabulary.items(), key=lambda pair: (pair[1], pair[0]))
+    return hashlib.sha256(json.dumps(pairs, ensure_ascii=False).encode()).hexdigest()[:FINGERPRINT_HEX]
 
 
 class BundleTokenizer:
@@ -32,6 +43,11 @@ class BundleTokenizer:
 
     def tokenize(self, text: str, *, add_special: bool) -> list[int]:
         return self._tokenizer.encode(text, add_special_tokens=add_special).ids
+
+    @functools.cached_property
+    def vocabulary(self) -> str:
+        """The fingerprint of this tokenizer's vocabulary (``vocabulary_fingerprint``)."""
+        return vocabulary_fingerprint(self._tokenizer.get_vocab(with_added_tokens=True))
 
     def token_id(self, text: str) -> int | None:
         """The id of a token given by its text (a special token's), or None."""

@@ -94,11 +94,33 @@ class SamplingParams:
 
 
 @dataclass(frozen=True)
+class PrefixTokens:
+    """The tail ``text`` of an assistant prefix as the token ``ids`` an engine generated it with, in the
+    vocabulary whose fingerprint is ``vocabulary`` (``EngineInfo.vocabulary``)."""
+
+    vocabulary: str
+    ids: tuple[int, ...]
+    text: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ids", tuple(self.ids))
+        if not isinstance(self.vocabulary, str) or not self.vocabulary:
+            raise InvalidRequestError("prefix_tokens.vocabulary must name the vocabulary's fingerprint")
+        if not self.ids or not all(isinstance(i, int) and i >= 0 for i in self.ids):
+            raise InvalidRequestError("prefix_tokens.ids must be one or more non-negative token ids")
+        if not isinstance(self.text, str):
+            raise InvalidRequestError("prefix_tokens.text must be a string")
+
+
+@dataclass(frozen=True)
 class GenerationRequest:
     """One generation: chat ``messages`` (formatted with the model's own template) or a raw ``prompt``.
 
     ``assistant_prefix`` starts the answer with given text, and the stream yields exactly what follows it
     (used to continue a partial answer on another engine). With a raw prompt the prefix is appended to it.
+    ``prefix_tokens`` optionally gives the prefix's tail as token ids: an engine with the same vocabulary feeds
+    those ids instead of re-tokenizing that text (a re-tokenization may split it differently from how it was
+    generated), so a greedy answer continued there equals the uninterrupted one exactly.
     """
 
     messages: Sequence[Message] | None = None
@@ -106,6 +128,7 @@ class GenerationRequest:
     sampling: SamplingParams = field(default_factory=SamplingParams)
     assistant_prefix: str = ""
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    prefix_tokens: PrefixTokens | None = None
 
     def __post_init__(self) -> None:
         if (self.messages is None) == (self.prompt is None):
@@ -123,6 +146,9 @@ class GenerationRequest:
             raise InvalidRequestError("prompt must be a non-empty string")
         if not isinstance(self.assistant_prefix, str):
             raise InvalidRequestError("assistant_prefix must be a string")
+        if self.prefix_tokens is not None and (not isinstance(self.prefix_tokens, PrefixTokens)
+                                               or not self.assistant_prefix.endswith(self.prefix_tokens.text)):
+            raise InvalidRequestError("prefix_tokens must be a PrefixTokens whose text ends assistant_prefix")
         if not isinstance(self.sampling, SamplingParams):
             raise InvalidRequestError("sampling must be an edge_runtime.SamplingParams")
         if not isinstance(self.request_id, str) or not self.request_id:

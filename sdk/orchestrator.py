@@ -5,7 +5,9 @@
              -> device --(a token among the first `window` below min_logprob)--> cloud  (escalation)
 
 The caller's stream never repeats or loses text: the continuing side gets the original request with the
-text delivered so far as its assistant prefix (and max_tokens reduced by the tokens delivered). With the
+text delivered so far as its assistant prefix (and max_tokens reduced by the tokens delivered). The delivered
+tail also travels as token ids (``prefix_tokens``) tagged with the vocabulary that produced them: a side with
+the same vocabulary continues from exactly those ids, so a greedy answer equals an uninterrupted one. With the
 cascade on, the device's first ``window_tokens`` tokens are held back until they pass the check, so nothing
 below the threshold reaches the caller. A side is retried (with backoff) only when the other side cannot take
 over; every side gets at most ``retry.attempts`` tries per request. When neither side can answer, one
@@ -22,7 +24,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 from typing import Protocol
 
-from edge_runtime.types import GenerationRequest, TokenEvent, Usage
+from edge_runtime.types import GenerationRequest, PrefixTokens, TokenEvent, Usage
 from sdk.backends.failure import SideFailure
 from sdk.backoff import backoff_delay
 from sdk.breaker import CircuitBreaker
@@ -42,6 +44,8 @@ class SideBackend(Protocol):
     side: Side
     model: str
     version: str
+    vocabulary: str
+    """Fingerprint of the serving model's vocabulary ("" unknown), current while its events arrive."""
 
     def generate(self, request: GenerationRequest) -> AsyncIterator[TokenEvent]: ...
 
@@ -70,14 +74,55 @@ async def cascade(events: AsyncIterator[TokenEvent], window: int, min_logprob: f
                 held.clear()
 
 
-def continuation(request: GenerationRequest, text: str, tokens: int, attempt: int) -> GenerationRequest:
-    """The request that goes on after ``text`` (``tokens`` tokens) was delivered."""
-    if not text and not tokens:
+@dataclasses.dataclass
+class Delivered:
+    """What reached the caller so far; its tail as token ids of one vocabulary (for an exact continuation)."""
+
+    text: str = ""
+    tokens: int = 0
+    vocabulary: str = ""
+    ids: list[int] = dataclasses.field(default_factory=list)
+    ids_text: str = ""
+    """The text of ``ids`` (the end of ``text``)."""
+    unreleased: int = 0
+    """Trailing tokens whose text has not reached the caller yet (part of a character, or held back as the
+    start of a stop sequence): a continuation generates them again rather than lose their text."""
+
+    def add(self, event: TokenEvent, vocabulary: str) -> None:
+        self.text += event.text
+        if self.ids:
+            self.ids_text += event.text
+        if event.token_id is None:
+            return
+        self.tokens += 1
+        self.unreleased = 0 if event.text else self.unreleased + 1
+        if vocabulary != self.vocabulary:  # another vocabulary's ids cannot follow these: start over
+            self.vocabulary, self.ids, self.ids_text = vocabulary, [], event.text
+        if vocabulary:
+            self.ids.append(event.token_id)
+
+    def rewind(self) -> None:
+        """Forget the unreleased tokens (before continuing elsewhere)."""
+        if self.unreleased:
+            self.tokens -= self.unreleased
+            del self.ids[max(0, len(self.ids) - self.unreleased):]
+            self.unreleased = 0
+            if not self.ids:
+                self.ids_text = ""
+
+    def prefix_tokens(self) -> PrefixTokens | None:
+        return PrefixTokens(self.vocabulary, tuple(self.ids), self.ids_text) if self.ids else None
+
+
+def continuation(request: GenerationRequest, delivered: Delivered, attempt: int) -> GenerationRequest:
+    """The request that goes on after what was ``delivered``."""
+    if not delivered.text and not delivered.tokens:
         return dataclasses.replace(request, request_id=f"{request.request_id}-{attempt}") if attempt else request
     sampling = request.sampling
     if sampling.max_tokens is not None:
-        sampling = dataclasses.replace(sampling, max_tokens=max(1, sampling.max_tokens - tokens))
-    return dataclasses.replace(request, assistant_prefix=request.assistant_prefix + text, sampling=sampling,
+        sampling = dataclasses.replace(sampling, max_tokens=max(1, sampling.max_tokens - delivered.tokens))
+    return dataclasses.replace(request, assistant_prefix=request.assistant_prefix + delivered.text,
+                               prefix_tokens=delivered.prefix_tokens(), sampling=sampling,
                                request_id=f"{request.request_id}-{attempt}")
 
 
@@ -116,7 +161,7 @@ class Orchestrator:
         exhausted: set[Side] = set()
         side = decision.target
         use_cascade = (self.policy.cascade.enabled and side is Side.DEVICE and Side.CLOUD in allowed)
-        text, tokens, attempt_no = "", 0, 0
+        delivered, attempt_no = Delivered(), 0
         while True:
             backend = self.sides[side]
             breaker = self.breakers[side]
@@ -129,23 +174,22 @@ class Orchestrator:
                     "circuit breaker open", retryable=False, code="BREAKER_OPEN")
             else:
                 tries[side] += 1
-                sub = continuation(request, text, tokens, attempt_no)
+                delivered.rewind()
+                sub = continuation(request, delivered, attempt_no)
                 attempt_no += 1
                 failure = None
                 events = backend.generate(sub)
-                if use_cascade and tokens == 0:
+                if use_cascade and delivered.tokens == 0:
                     events = cascade(events, self.policy.cascade.window_tokens, self.policy.cascade.min_logprob)
                 try:
                     async with aclosing(events):
                         async for event in events:
-                            if event.token_id is not None:
-                                got += 1
-                                tokens += 1
+                            got += event.token_id is not None
+                            delivered.add(event, backend.vocabulary)
                             route.token(event.text, event.token_id is not None)
-                            text += event.text
                             if event.finish_reason is not None and event.usage is not None:
                                 event = dataclasses.replace(event, usage=Usage(
-                                    event.usage.prompt_tokens, tokens, event.usage.cached_tokens))
+                                    event.usage.prompt_tokens, delivered.tokens, event.usage.cached_tokens))
                             yield event
                     breaker.success()
                     if side is Side.CLOUD:
@@ -170,7 +214,7 @@ class Orchestrator:
             assert failure is not None
             other = side.other
             if other in allowed and other not in exhausted:
-                kind = SwitchKind.FAILOVER if tokens else SwitchKind.FALLBACK
+                kind = SwitchKind.FAILOVER if delivered.tokens else SwitchKind.FALLBACK
                 reason = Reason.STREAM_BROKEN if got else failure.reason
                 route.switch(kind, side, other, reason, failure.code)
                 side = other

@@ -91,6 +91,7 @@ class CpuEngine:
         self._info = EngineInfo(
             model=name or folder.name, backend="cpu", context_length=self.context_length, version=version,
             details={"path": str(folder), "dtype": self.options.dtype, "max_running": self.options.max_running},
+            vocabulary=self.tokenizer.vocabulary,
         )
         self._waiting: collections.deque[RequestChannel] = collections.deque()
         self._rows: list[_Row] = []

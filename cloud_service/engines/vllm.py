@@ -488,6 +488,7 @@ class VllmEngine:
                 "pipeline_parallel_size": self.options.pipeline_parallel_size,
                 **({"max_running": n} if (n := self._max_num_seqs()) else {}),
             },
+            vocabulary=self.tokenizer.vocabulary,
         )
 
     @classmethod

@@ -66,6 +66,7 @@ class LlamaCppDecoder:
         self._logits = np.empty(0, dtype=np.float32)
         eos = self.llm.token_eos()
         self.eos_token_ids = eos_token_ids | ({eos} if eos >= 0 else set())
+        self.vocabulary = self.tokenizer.vocabulary if self.tokenizer is not None else ""
 
     def tokenize(self, text: str, *, add_special: bool) -> list[int]:
         if self.tokenizer is not None:

@@ -116,6 +116,7 @@ class OnnxDecoder:
                 f"{model_file} lacks the inputs its manifest names ({', '.join(missing[:4])}): re-export the bundle"
             )
         self.tokenizer = BundleTokenizer(folder / TOKENIZER_FILE)
+        self.vocabulary = self.tokenizer.vocabulary
         self.io = io
         self.context_length = options.context_length
         self.eos_token_ids = eos_token_ids

@@ -27,6 +27,8 @@ class CloudSide:
         self._client: CloudClient | None = None
         self.model = settings.model
         self.version = settings.model_version
+        self.vocabulary = ""
+        """The serving model's vocabulary fingerprint, from the last stream's first chunk ("" unknown)."""
 
     def client_tls(self) -> ClientTls | None:
         from cloud_service.client import ClientTls
@@ -46,15 +48,17 @@ class CloudSide:
                                        tls=self.client_tls(), timeout_s=settings.timeout_s, tenant=settings.tenant)
         return self._client
 
-    def _seen_version(self, version: str) -> None:
-        self.version = version
+    def _serving(self, version: str, vocabulary: str) -> None:
+        self.version = version or self.version
+        self.vocabulary = vocabulary
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[TokenEvent]:
         from cloud_service.errors import CloudError, StreamInterruptedError
 
+        self.vocabulary = ""
         stream = self.client().generate(request, model=self.settings.model,
                                         model_version=self.settings.model_version,
-                                        on_model_version=self._seen_version)
+                                        on_serving=self._serving)
         try:
             try:
                 first = await asyncio.wait_for(anext(stream), self.settings.first_token_timeout_s)

@@ -46,6 +46,8 @@ class EdgeSide:
         """Why the bundle cannot be used (verification or load error); None while it can."""
         self.model = ""
         self.version = ""
+        self.vocabulary = ""
+        """The loaded model's vocabulary fingerprint ("" unknown)."""
         self.loads = 0
         """Engines built so far: a new one (after provisioning replaced the bundle) may carry another router."""
         self.refresh()
@@ -134,7 +136,7 @@ class EdgeSide:
             self.failure = f"{type(exc).__name__}: {exc}"
             raise SideFailure(self.side, Reason.DEVICE_UNUSABLE, self.failure, retryable=False,
                               code=type(exc).__name__) from exc
-        self.model, self.version = engine.info.model, engine.info.version
+        self.model, self.version, self.vocabulary = engine.info.model, engine.info.version, engine.info.vocabulary
         return engine
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[TokenEvent]:
