@@ -4,7 +4,6 @@ go in each mode and under each signal, what the route says, streaming, and check
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 
 import pytest
@@ -12,6 +11,7 @@ import pytest
 from sdk import AsyncHybridClient, HybridClient, NoRouteError, Reason, RequestError, Side
 from sdk.signals import SignalHub, StaticSignals
 from tests.sdk.conftest import make_policy, replica, run
+from tests.support import ConnectionCounter
 
 QUESTION = [{"role": "user", "content": "Tell me about the river"}]
 HARD = [{"role": "user", "content": "Solve 123456789 * 987654321 and prove it, step by step:\n```python\ndef f():"}]
@@ -79,38 +79,6 @@ def test_charging_and_a_metered_network_keep_work_on_the_device(tiny_llama, clou
     assert charging.route.side is Side.DEVICE
     assert metered.route.side is Side.DEVICE
     assert metered.route.reasons == (Reason.DIFFICULTY_HIGH, Reason.METERED_NETWORK)
-
-
-class ConnectionCounter:
-    """A real TCP listener that counts accepted connections (and speaks no gRPC)."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen()
-        self.sock.settimeout(0.05)
-        self.accepted = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    @property
-    def target(self) -> str:
-        return f"127.0.0.1:{self.sock.getsockname()[1]}"
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                connection, _ = self.sock.accept()
-            except TimeoutError:
-                continue
-            self.accepted += 1
-            connection.close()
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.sock.close()
 
 
 def test_local_only_never_opens_a_connection(device_bundle, public_key_file):

@@ -4,19 +4,16 @@ the first check does connect (the control that shows the counting listener can s
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.sdk.signals.health_server import wait_until
-from tests.support import REPO
+from tests.support import REPO, ConnectionCounter
 
-ACCEPT_POLL_S = 0.05
 SUBPROCESS_TIMEOUT_S = 60
 
 PROBE = """
@@ -51,36 +48,9 @@ print(json.dumps(report))
 """
 
 
-class CountingListener:
-    """A plain TCP listener on loopback that counts the connections it accepts."""
-
-    def __init__(self) -> None:
-        self.socket = socket.create_server(("127.0.0.1", 0))
-        self.socket.settimeout(ACCEPT_POLL_S)
-        self.port = self.socket.getsockname()[1]
-        self.accepted = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-        self._thread.start()
-
-    def _accept(self) -> None:
-        while not self._stop.is_set():
-            try:
-                connection, _ = self.socket.accept()
-            except TimeoutError:
-                continue
-            self.accepted += 1
-            connection.close()
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.socket.close()
-
-
 @pytest.fixture
-def listener() -> Iterator[CountingListener]:
-    running = CountingListener()
+def listener() -> Iterator[ConnectionCounter]:
+    running = ConnectionCounter()
     yield running
     running.close()
 
@@ -92,7 +62,7 @@ def _run(target: str, mode: str) -> dict:
 
 
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts sockets through /proc")
-def test_import_and_build_open_nothing_and_the_first_check_connects(listener: CountingListener) -> None:
+def test_import_and_build_open_nothing_and_the_first_check_connects(listener: ConnectionCounter) -> None:
     quiet = _run(f"127.0.0.1:{listener.port}", "none")
     assert quiet == {"sockets": 0, "socket_events": [], "grpc": False, "threads": 1}
     assert listener.accepted == 0
