@@ -63,6 +63,8 @@ class Flight:
     aborted: bool = False
     abort_pending: bool = False
     """Aborted before the replica knew the request: forward the abort when its first chunk arrives."""
+    probe: bool = False
+    """The request is the half-open probe of its replica's circuit breaker."""
 
 
 @dataclass
@@ -254,11 +256,15 @@ class GatewayServicer(inference_pb2_grpc.InferenceServicer):
         return not draining
 
     def _take(self, replica: Replica, flight: Flight) -> None:
+        flight.probe = replica.breaker.routed()
         replica.inflight += 1
         flight.replica = replica
         self.metrics.inflight.labels(replica.address).inc()
 
     def _release(self, replica: Replica, flight: Flight) -> None:
+        if flight.probe:
+            replica.breaker.probe_finished()
+            flight.probe = False
         replica.inflight -= 1
         flight.replica = None
         self.metrics.inflight.labels(replica.address).dec()

@@ -161,3 +161,17 @@ def test_the_breaker_opens_after_consecutive_failures_then_half_opens_with_growi
     assert breaker.state is BreakerState.HALF_OPEN
     breaker.record_success()
     assert breaker.state is BreakerState.CLOSED and breaker.failures == 0
+
+
+def test_a_half_open_breaker_lets_one_probe_through_at_a_time():
+    now = [0.0]
+    breaker = CircuitBreaker(failure_threshold=1, cooldown_s=10, clock=lambda: now[0])
+    assert not breaker.routed()  # closed: any number of requests, none of them a probe
+    assert breaker.record_failure()
+    now[0] = 10.0
+    assert breaker.allows() and breaker.routed()  # the probe goes
+    assert not breaker.allows()  # everything else waits for its verdict
+    breaker.probe_finished()  # cancelled by its caller without a verdict: the next request probes
+    assert breaker.allows() and breaker.routed()
+    breaker.record_success()
+    assert breaker.allows() and not breaker.routed() and breaker.allows()
