@@ -20,6 +20,7 @@ from typing import Any
 
 import grpc
 
+from cloud_service import keepalive
 from cloud_service.convert import events_from_chunk, request_to_wire
 from cloud_service.errors import (
     DELIVERED_METADATA,
@@ -94,14 +95,16 @@ class CloudClient:
         self.tenant = tenant
         self._metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {api_key}"),) if api_key else ()
         if tls is None:
-            self.channel = grpc.aio.insecure_channel(target)
+            self.channel = grpc.aio.insecure_channel(target, options=keepalive.CLIENT_OPTIONS)
         else:
             credentials = grpc.ssl_channel_credentials(
                 root_certificates=tls.ca.read_bytes() if tls.ca else None,
                 private_key=tls.key.read_bytes() if tls.key else None,
                 certificate_chain=tls.cert.read_bytes() if tls.cert else None,
             )
-            options = [("grpc.ssl_target_name_override", tls.server_name)] if tls.server_name else []
+            options = [*keepalive.CLIENT_OPTIONS]
+            if tls.server_name:
+                options.append(("grpc.ssl_target_name_override", tls.server_name))
             self.channel = grpc.aio.secure_channel(target, credentials, options=options)
         self._stub = inference_pb2_grpc.InferenceStub(self.channel)
 

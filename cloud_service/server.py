@@ -23,6 +23,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
+from cloud_service import keepalive
 from cloud_service.auth import AuthInterceptor, KeyRing
 from cloud_service.config import ModelConfig, ServerConfig
 from cloud_service.metrics import ServerMetrics
@@ -87,6 +88,7 @@ class ReplicaServer:
             options=[
                 ("grpc.max_receive_message_length", TRANSPORT_LIMIT_FACTOR * config.limits.max_message_bytes),
                 ("grpc.max_send_message_length", TRANSPORT_LIMIT_FACTOR * config.limits.max_message_bytes),
+                *keepalive.SERVER_OPTIONS,
             ],
         )
         inference_pb2_grpc.add_InferenceServicer_to_server(self.inference, self.server)

@@ -26,6 +26,7 @@ from enum import StrEnum
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from cloud_service import keepalive
 from cloud_service.gateway.breaker import CircuitBreaker
 from cloud_service.gateway.config import GatewaySettings, ReplicaTls
 from cloud_service.gateway.load import LoadSnapshot
@@ -49,6 +50,7 @@ CHANNEL_OPTIONS = (
     ("grpc.min_reconnect_backoff_ms", RECONNECT_BACKOFF_MS),
     ("grpc.max_reconnect_backoff_ms", MAX_RECONNECT_BACKOFF_MS),
     ("grpc.enable_retries", 0),  # the gateway retries itself, on another replica
+    *keepalive.CLIENT_OPTIONS,
 )
 
 
