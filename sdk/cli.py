@@ -3,6 +3,7 @@
     tandem export ...   export/cli.py          (ML engineers)
     tandem edge ...     edge_runtime/cli.py    (app developers: run a bundle here)
     tandem cloud ...    cloud_service/cli.py   (backend teams)
+    tandem eval ...     evaluation/cli.py      (measuring routing quality end to end)
     tandem demo         sdk/_demo.py           (everyone: the end-to-end run)
 
 This module is the composition root of the command line, the only place that sees every package; nothing
@@ -22,6 +23,7 @@ from rich.markup import escape
 
 from cloud_service.cli import app as cloud_app
 from edge_runtime.cli import app as edge_app
+from evaluation.cli import app as eval_app
 from export.cli import app as export_app
 
 app = typer.Typer(
@@ -33,6 +35,7 @@ app = typer.Typer(
 app.add_typer(export_app)
 app.add_typer(edge_app)
 app.add_typer(cloud_app)
+app.add_typer(eval_app)
 
 # Which extra brings each optional top-level module, for the message when one is missing.
 _EXTRA_OF_MODULE = {
@@ -73,12 +76,23 @@ def version() -> None:
 @app.command()
 def demo(
     cache_dir: Path = typer.Option(None, help="Where built models are kept [default: ~/.cache/tandem]."),
-    max_new_tokens: int = typer.Option(24, min=1, max=512, help="Tokens to generate."),
+    smoke: bool = typer.Option(False, "--smoke", help="Tiny models (built in under a minute) and fewer prompts."),
 ) -> None:
-    """Run the end-to-end demo."""
-    from sdk._demo import run_demo
+    """Run the end-to-end demo: the task models on a local cloud and a device, through routing scenarios."""
+    # gRPC core logs a line at INFO for every connection a stopped replica or gateway cuts; the demo stops them
+    # on purpose, so only errors are shown (read when gRPC starts: before the demo imports it).
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    from export.errors import ExportError
+    from sdk._demo import PIPE_WIDTH, DemoError, run_demo
 
-    run_demo(Console(), cache_dir or default_cache_dir(), max_new_tokens=max_new_tokens)
+    console = Console()
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console = Console(width=PIPE_WIDTH)
+    try:
+        run_demo(console, cache_dir or default_cache_dir(), smoke=smoke)
+    except (DemoError, ExportError) as exc:
+        Console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(2) from exc
 
 
 def main() -> None:

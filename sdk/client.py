@@ -246,7 +246,7 @@ class AsyncHybridClient:
     def _current_estimator(self) -> DifficultyEstimator:
         if self.edge is not None and self.edge.loaded and self._router_loads != self.edge.loads:
             self._router_loads = self.edge.loads
-            router = self.edge.router()
+            router = self.edge.router() if self.policy.routing.use_router else None
             if router is None:
                 self._estimator = self._estimator.with_router(None, None)
             else:

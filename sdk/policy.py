@@ -6,6 +6,7 @@
     mode = "auto"                  # auto | prefer_local | prefer_cloud | local_only | cloud_only
     min_battery_percent = 20       # below this and not charging: the cloud
     max_difficulty = 0.5           # text-heuristic difficulty above this: the cloud
+    use_router = true              # false: ignore the bundle's calibrated router, route on the text heuristic
     [device]
     bundle = "bundles/assistant"   # relative paths are relative to the policy file
     trusted_keys = ["keys/tandem.pub"]
@@ -86,7 +87,11 @@ class RoutingSettings:
     """With the model loaded, the device takes requests only while this much memory stays free (under memory
     pressure work moves to the cloud, leaving room to the app)."""
     max_difficulty: float = 0.5
-    """Heuristic difficulty (0..1) above which a request goes to the cloud (when the bundle has no router)."""
+    """Heuristic difficulty (0..1) above which a request goes to the cloud (when the bundle has no router, or
+    ``use_router`` is false)."""
+    use_router: bool = True
+    """Route on the bundle's calibrated router when it carries one. False: ignore it and route on the text
+    heuristic (``max_difficulty``), e.g. to compare the two (``tandem eval routing``)."""
     router_threshold: float | None = None
     """With a calibrated router: the device answers when P(device answer good) >= this. None: see
     router_cloud_share, else 0.5 (the router's estimate says the device more likely fails)."""
@@ -115,6 +120,8 @@ class RoutingSettings:
         _number("routing.memory_headroom", self.memory_headroom, low=1.0)
         _number("routing.min_free_memory_mib", self.min_free_memory_mib, low=0)
         _number("routing.max_difficulty", self.max_difficulty, low=0, high=1)
+        if not isinstance(self.use_router, bool):
+            raise PolicyError("routing.use_router", f"must be true or false, got {self.use_router!r}")
         if self.router_threshold is not None:
             _number("routing.router_threshold", self.router_threshold, low=0, high=1)
         if self.router_cloud_share is not None:
