@@ -1,5 +1,6 @@
 # The two commands of the README, and the pieces they are made of.
 #   make demo   set up .venv/ (first time: about 6 minutes on 2 cores, llama-cpp-python compiles) and run the demo
+#               (first time: about 8 more minutes to train the task models; then about 10 seconds)
 #   make test   set up .venv/ and run ruff and the whole test suite
 PYTHON ?= python3
 VENV := .venv

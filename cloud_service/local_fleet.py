@@ -5,6 +5,7 @@ For demos, evaluations and tests that need "the cloud" without a cluster:
     async with LocalFleet(teacher_dir, model="teacher", api_key="sk-demo", replicas=2,
                           distribution=DistributionConfig({"student": (bundle,)}, (public_key,))) as fleet:
         fleet.target                         # "127.0.0.1:PORT": the gateway (Inference, health, ModelDistribution)
+        fleet.streaming_replicas()           # [1]: the replicas with a Generate stream in flight right now
         await fleet.kill_replica(0)          # the replica dies at once: its streams are cut mid-way
         await fleet.restart_replica(0)       # back on the same port; the gateway re-admits it on its next check
         await fleet.stop_gateway()           # the whole cloud is unreachable ...
@@ -12,8 +13,9 @@ For demos, evaluations and tests that need "the cloud" without a cluster:
 
 The replicas and the gateway are the real servers (``ReplicaServer``, ``GatewayServer``) on loopback ports,
 configured as their TOML files would configure them: callers authenticate at the gateway with ``api_key``
-(tenant ``tenant``), the gateway at the replicas with a key of its own. Each replica runs its own ``CpuEngine``
-(continuous batching); the engines stay loaded across kills and restarts, so a restart takes milliseconds.
+(tenant ``tenant``, with ``requests_per_minute`` / ``tokens_per_minute`` quotas), the gateway at the replicas
+with a key of its own. Each replica runs its own ``CpuEngine`` (continuous batching); the engines stay loaded
+across kills and restarts, so a restart takes milliseconds.
 """
 
 from __future__ import annotations
@@ -39,6 +41,9 @@ HEALTH_INTERVAL_S = 0.25
 LOAD_REFRESH_S = 0.1
 BREAKER_COOLDOWN_S = 1.0
 STOP_GRACE_S = 0.5
+GATEWAY_REQUESTS_PER_MINUTE = 10_000_000
+GATEWAY_TOKENS_PER_MINUTE = 1_000_000_000
+"""The gateway's own quotas at the replicas: unmetered in practice (the gateway meters its callers)."""
 
 
 class LocalFleet:
@@ -46,7 +51,8 @@ class LocalFleet:
 
     def __init__(self, model_dir: str | Path, *, model: str, api_key: str, version: str = "v1", replicas: int = 2,
                  tenant: str = "local", distribution: DistributionConfig | None = None,
-                 engine_options: CpuEngineOptions | None = None) -> None:
+                 engine_options: CpuEngineOptions | None = None, requests_per_minute: int | None = None,
+                 tokens_per_minute: int | None = None) -> None:
         if replicas < 1:
             raise ValueError(f"a fleet needs at least one replica, got replicas={replicas}")
         self.model_dir = Path(model_dir)
@@ -55,6 +61,9 @@ class LocalFleet:
         self.distribution = distribution or DistributionConfig()
         self.engine_options = engine_options
         self.replica_count = replicas
+        quotas = {"requests_per_minute": requests_per_minute, "tokens_per_minute": tokens_per_minute}
+        self._quotas = {name: value for name, value in quotas.items() if value is not None}
+        """The caller tenant's quotas at the gateway (TenantConfig's defaults where not given)."""
         self._replica_key = secrets.token_urlsafe(24)
         self.engines: list[CpuEngine] = []
         self.replicas: list[ReplicaServer | None] = []
@@ -116,7 +125,9 @@ class LocalFleet:
         return ServerConfig(
             models=(ModelConfig(self.model, self.model_dir, version=self.version),),
             host=HOST, port=self.replica_ports[index], drain_timeout_s=STOP_GRACE_S,
-            tenants=(TenantConfig(GATEWAY_TENANT, hash_key(self._replica_key)),),
+            tenants=(TenantConfig(GATEWAY_TENANT, hash_key(self._replica_key),
+                                  requests_per_minute=GATEWAY_REQUESTS_PER_MINUTE,
+                                  tokens_per_minute=GATEWAY_TOKENS_PER_MINUTE),),
         )
 
     async def kill_replica(self, index: int) -> None:
@@ -141,6 +152,10 @@ class LocalFleet:
     def live_replicas(self) -> int:
         return sum(server is not None for server in self.replicas)
 
+    def streaming_replicas(self) -> list[int]:
+        """Indices of the live replicas with a Generate stream in flight (e.g. to kill the one serving a request)."""
+        return [index for index, server in enumerate(self.replicas) if server is not None and server.inference.inflight]
+
     # -- gateway -------------------------------------------------------------------------------------------
 
     def _gateway_config(self) -> GatewayConfig:
@@ -151,7 +166,7 @@ class LocalFleet:
             load_refresh_s=LOAD_REFRESH_S, breaker_cooldown_s=BREAKER_COOLDOWN_S, replica_api_key=self._replica_key,
         )
         return GatewayConfig(gateway=settings, host=HOST, port=self.gateway_port, drain_timeout_s=STOP_GRACE_S,
-                             tenants=(TenantConfig(self.tenant, hash_key(self.api_key)),),
+                             tenants=(TenantConfig(self.tenant, hash_key(self.api_key), **self._quotas),),
                              distribution=self.distribution)
 
     async def start_gateway(self) -> str:

@@ -19,7 +19,6 @@ a minute), and a refusal would be scored as the policy's choice.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import secrets
 import time
 from collections.abc import Sequence
@@ -144,29 +143,6 @@ def check_router(models: TaskModels, backend: str) -> None:
                                  f"`tandem export calibrate-router`, or rebuild the task models") from exc
 
 
-def _unmetered(tenants: tuple[Any, ...]) -> tuple[Any, ...]:
-    return tuple(dataclasses.replace(tenant, requests_per_minute=UNMETERED_REQUESTS_PER_MINUTE,
-                                     tokens_per_minute=UNMETERED_TOKENS_PER_MINUTE) for tenant in tenants)
-
-
-def _evaluation_fleet(*args: Any, **kwargs: Any) -> Any:
-    """A LocalFleet whose tenants (the evaluation's at the gateway, the gateway's at the replicas) have quotas
-    no evaluation reaches. LocalFleet takes no quota settings; until it does, this subclass adjusts the
-    configurations it builds (the servers stay the real ones, configured as a TOML file would)."""
-    from cloud_service.local_fleet import LocalFleet
-
-    class EvaluationFleet(LocalFleet):
-        def _replica_config(self, index: int) -> Any:
-            config = super()._replica_config(index)
-            return dataclasses.replace(config, tenants=_unmetered(config.tenants))
-
-        def _gateway_config(self) -> Any:
-            config = super()._gateway_config()
-            return dataclasses.replace(config, tenants=_unmetered(config.tenants))
-
-    return EvaluationFleet(*args, **kwargs)
-
-
 class _Clients:
     """One AsyncHybridClient per ClientSetup, built (and its device bundle loaded) on first use."""
 
@@ -268,6 +244,7 @@ async def run_policies(items: Sequence[TaskItem], models: TaskModels, settings: 
     """Start the cloud tier, run every policy of ``POLICIES`` on ``items``; the runs by policy name and the
     recorded outcomes. Raises EvaluationRunError when a request gets no answer."""
     from cloud_service.engines.cpu import CpuEngineOptions
+    from cloud_service.local_fleet import LocalFleet
 
     progress = progress or EvalProgress()
     check_router(models, settings.backend)
@@ -275,8 +252,10 @@ async def run_policies(items: Sequence[TaskItem], models: TaskModels, settings: 
     options = CpuEngineOptions(threads=ENGINE_THREADS, max_running=settings.concurrency)
     progress.phase(f"starting the cloud tier ({CLOUD_REPLICAS} CPU replicas of the teacher behind the gateway)",
                    None)
-    async with _evaluation_fleet(Path(models.teacher), model=CLOUD_MODEL, api_key=api_key, replicas=CLOUD_REPLICAS,
-                                 tenant=CLOUD_TENANT, engine_options=options) as fleet:
+    async with LocalFleet(Path(models.teacher), model=CLOUD_MODEL, api_key=api_key, replicas=CLOUD_REPLICAS,
+                          tenant=CLOUD_TENANT, engine_options=options,
+                          requests_per_minute=UNMETERED_REQUESTS_PER_MINUTE,
+                          tokens_per_minute=UNMETERED_TOKENS_PER_MINUTE) as fleet:
         clients = _Clients(models, settings.backend, fleet.target, api_key)
         try:
             runs: dict[str, PolicyRun] = {}

@@ -20,7 +20,9 @@ app = typer.Typer(name="tasks", help="The synthetic task suite and its teacher /
                   no_args_is_help=True)
 
 
-class _RichProgress(TaskBuildProgress):
+class RichBuildProgress(TaskBuildProgress):
+    """Draws a task-models build on a Rich ``Progress``: one line per stage (also used by `tandem demo`)."""
+
     def __init__(self, progress: Progress) -> None:
         self._progress = progress
         self._task: TaskID | None = None
@@ -77,7 +79,7 @@ def build(
         from export.tasks.build import ensure_task_models
 
         with step_progress() as progress:
-            reporter = _RichProgress(progress)
+            reporter = RichBuildProgress(progress)
             models = ensure_task_models(cache_dir, size="smoke" if smoke else "full", progress=reporter)
             reporter.finish()
 

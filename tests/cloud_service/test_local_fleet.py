@@ -61,6 +61,14 @@ def test_fleet_serves_survives_a_killed_replica_and_goes_offline(tiny_llama: Pat
         async with fleet:
             first = await _generate(fleet.target, "hello there")
             assert first
+            assert fleet.streaming_replicas() == []
+            async with CloudClient(fleet.target, api_key=KEY) as client:
+                stream = client.generate(_request("a long one", tokens=200), model="toy")
+                await anext(stream)  # the first token: the stream is in flight on exactly one replica
+                [serving] = fleet.streaming_replicas()
+                assert [event async for event in stream]  # the rest of the answer
+            assert fleet.streaming_replicas() == []
+            assert fleet.replicas[serving].inference.inflight == {}
             assert await _health(fleet.target, DISTRIBUTION_SERVICE) == health_pb2.HealthCheckResponse.SERVING
             await fleet.kill_replica(0)
             assert fleet.live_replicas == 1
