@@ -548,6 +548,10 @@ class BreakObserver:
     def version(self) -> str:
         return self.inner.version
 
+    @property
+    def vocabulary(self) -> str:
+        return self.inner.vocabulary
+
     async def generate(self, request: GenerationRequest) -> Any:
         try:
             async for event in self.inner.generate(request):
