@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -95,3 +96,25 @@ def bundles(tmp_path_factory, signing_key, eval_text, tiny_llama, tiny_qwen2, ti
 @pytest.fixture(scope="session")
 def trusted(signing_key):
     return [signing_key.public_key()]
+
+
+@pytest.fixture(scope="session")
+def task_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A cache root as `tandem demo --cache-dir` takes it: the task models live in its ``tasks/`` folder."""
+    return tmp_path_factory.mktemp("tandem-cache")
+
+
+@pytest.fixture(scope="session")
+def task_models(task_cache: Path) -> Callable[[str], Any]:
+    """``task_models(size)``: ``ensure_task_models(task_cache / "tasks", size)``, built at most once per session
+    and shared by the export, evaluation and demo tests (smoke: seconds; small: about a minute)."""
+    from export.tasks.build import ensure_task_models
+
+    built: dict[str, Any] = {}
+
+    def get(size: str) -> Any:
+        if size not in built:
+            built[size] = ensure_task_models(task_cache / "tasks", size=size)
+        return built[size]
+
+    return get

@@ -42,7 +42,7 @@ def evaluate_routing(settings: EvalSettings, *, plot: Path | None = None, progre
     """Build (or reuse) the task models, run every policy through the SDK, replay the sweeps, write the plot;
     the report (``evaluation.routing.report``) with ``plot`` and ``seconds`` (wall time) added."""
     from export.tasks import generate_split
-    from export.tasks.build import ensure_task_models
+    from export.tasks.build import TaskModelsSpec, ensure_task_models
 
     plot_path = plot or default_plot_path(settings)
     check_plot_path(plot_path)
@@ -51,7 +51,8 @@ def evaluate_routing(settings: EvalSettings, *, plot: Path | None = None, progre
     progress.phase(f"task models ({settings.size})", None)
     models = ensure_task_models(settings.resolved_cache_dir(), size=settings.size, progress=build_progress)
     per_cell = settings.resolved_per_cell()
-    items = generate_split("test", per_cell, seed=settings.seed)
+    spec = TaskModelsSpec.for_size(settings.size)  # the families and levels the models were trained on
+    items = generate_split("test", per_cell, seed=settings.seed, families=spec.families, levels=spec.levels)
     runs, outcomes = asyncio.run(run_policies(items, models, settings, progress))
     curves = policy_curves(outcomes)
     meta = {

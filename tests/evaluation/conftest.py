@@ -12,9 +12,9 @@ import pytest
 
 from tests.support import invoke
 
-EVAL_PER_CELL = {"smoke": 1}
+EVAL_PER_CELL = {"smoke": 1, "small": 15}
 """Test items per (family, level) of the end-to-end runs by size: smoke, 15 items (every family and level once);
-other sizes DEFAULT_PER_CELL (enough items for the policies' ordering to show)."""
+small, 90 (2 families x 3 levels x 15: enough for the policies' ordering to show); others DEFAULT_PER_CELL."""
 DEFAULT_PER_CELL = 4
 
 
@@ -23,23 +23,15 @@ def _not_json(constant: str) -> Any:
 
 
 @pytest.fixture(scope="session")
-def eval_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("eval-task-models")
+def eval_cache(task_cache: Path) -> Path:
+    """Where the session's task models live (`tandem eval routing --cache-dir`)."""
+    return task_cache / "tasks"
 
 
 @pytest.fixture(scope="session")
-def eval_models(eval_cache: Path) -> Callable[[str], Any]:
-    """``eval_models(size)``: ``ensure_task_models(size=size)`` in the session cache (built on first use)."""
-    from export.tasks.build import ensure_task_models
-
-    built: dict[str, Any] = {}
-
-    def get(size: str) -> Any:
-        if size not in built:
-            built[size] = ensure_task_models(eval_cache, size=size)
-        return built[size]
-
-    return get
+def eval_models(task_models) -> Callable[[str], Any]:
+    """``eval_models(size)``: the session's task models of that size (tests/conftest.py ``task_models``)."""
+    return task_models
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,6 @@
 """`tandem demo --smoke`: the task models (smoke size) on a local fleet and a fresh device, through every
-scenario; a second run reuses the models it built."""
+scenario; a second run reuses the models. The models come from the session's shared cache (built once by
+the ``task_models`` fixture, or by the demo itself when it runs first)."""
 
 from __future__ import annotations
 
@@ -12,11 +13,11 @@ from sdk._demo import Scenario, demo_batch, run_demo
 from tests.support import invoke
 
 
-def test_smoke_demo_plays_every_scenario_then_reuses_its_models(tmp_path: Path) -> None:
+def test_smoke_demo_plays_every_scenario_then_reuses_its_models(task_cache: Path) -> None:
     console = Console(file=io.StringIO(), width=200)
-    result = run_demo(console, tmp_path, smoke=True)
+    result = run_demo(console, task_cache, smoke=True)
     output = " ".join(console.file.getvalue().split())
-    assert not result.cached and result.models.path.parent == tmp_path / "tasks"
+    assert result.models.path.parent == task_cache / "tasks"
 
     # The bundle arrives by download; meanwhile the cloud answers.
     download = result.scenario(Scenario.DOWNLOAD)
@@ -61,7 +62,7 @@ def test_smoke_demo_plays_every_scenario_then_reuses_its_models(tmp_path: Path) 
 
     teacher_weights = result.models.teacher / "model.safetensors"
     stamp = teacher_weights.stat().st_mtime_ns
-    second = invoke("demo", "--smoke", "--cache-dir", str(tmp_path))
+    second = invoke("demo", "--smoke", "--cache-dir", str(task_cache))
     assert second.exit_code == 0, second.output
     again = " ".join(second.output.split())
     assert f"cached in {result.models.path}" in again and "failover: stream_broken" in again

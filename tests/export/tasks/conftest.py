@@ -1,20 +1,18 @@
-"""The smoke-size task models (teacher, student, signed bundles with routers), built once per test session."""
+"""The smoke- and small-size task models (teacher, student, signed bundles with routers), from the session-wide
+``task_models`` fixture (tests/conftest.py): each built at most once per test session."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import pytest
 
 
 @pytest.fixture(scope="session")
-def task_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("task-models")
+def smoke_models(task_models):
+    """The whole pipeline at a size that builds in seconds."""
+    return task_models("smoke")
 
 
 @pytest.fixture(scope="session")
-def smoke_models(task_cache: Path):
-    """``ensure_task_models(size="smoke")``: the whole pipeline at a size that builds in seconds."""
-    from export.tasks.build import ensure_task_models
-
-    return ensure_task_models(task_cache, size="smoke")
+def small_models(task_models):
+    """Models with a real difficulty signal (about a minute to build)."""
+    return task_models("small")

@@ -74,7 +74,7 @@ def test_a_second_call_reuses_the_cache(smoke_models, task_cache: Path) -> None:
 
     before = (smoke_models.student / "model.safetensors").stat().st_mtime_ns
     started = time.perf_counter()
-    again = ensure_task_models(task_cache, size="smoke", progress=Recorder())
+    again = ensure_task_models(task_cache / "tasks", size="smoke", progress=Recorder())
     assert time.perf_counter() - started < 5 and stages == []
     assert again.report == smoke_models.report and again.bundles == smoke_models.bundles
     assert (again.student / "model.safetensors").stat().st_mtime_ns == before
@@ -89,7 +89,7 @@ def test_another_recipe_builds_elsewhere() -> None:
 
 
 def test_the_cli_prints_accuracy_per_difficulty(smoke_models, task_cache: Path) -> None:
-    result = invoke("export", "tasks", "build", "--smoke", "--cache-dir", str(task_cache))
+    result = invoke("export", "tasks", "build", "--smoke", "--cache-dir", str(task_cache / "tasks"))
     assert result.exit_code == 0, result.output
     assert "accuracy on the test split" in result.output and "difficulty" in result.output
     for column in ("teacher", "student gguf", "student onnx", "overall", "router AUROC"):
