@@ -25,7 +25,7 @@ from grpc_reflection.v1alpha import reflection
 
 from cloud_service import keepalive
 from cloud_service.auth import AuthInterceptor, KeyRing
-from cloud_service.config import ModelConfig, ServerConfig
+from cloud_service.config import DistributionConfig, ModelConfig, ServerConfig
 from cloud_service.metrics import ServerMetrics
 from cloud_service.servicer import InferenceServicer, ServedEngine, ServedModel
 from cloud_service.wire.v1 import distribution_pb2, inference_pb2, inference_pb2_grpc
@@ -66,6 +66,25 @@ def _credentials(config: ServerConfig) -> grpc.ServerCredentials | None:
     )
 
 
+def add_shared_services(server: grpc.aio.Server, health: health_aio.HealthServicer,
+                        distribution: DistributionConfig) -> list[str]:
+    """What a replica and the gateway both serve next to Inference (already added): health, the bundle
+    catalog when ``distribution`` names bundles, and reflection. Returns the services whose readiness the
+    server reports (Inference, and ModelDistribution when served)."""
+    services = [INFERENCE_SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME]
+    readiness = [INFERENCE_SERVICE]
+    if distribution.bundles:
+        from cloud_service.distribution import serve_catalog
+
+        serve_catalog(server, distribution)
+        services.append(DISTRIBUTION_SERVICE)
+        readiness.append(DISTRIBUTION_SERVICE)
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    reflection.enable_server_reflection(services, server)
+    return readiness
+
+
 class ReplicaServer:
     def __init__(self, config: ServerConfig, models: Sequence[ServedModel] | None = None) -> None:
         self.config = config
@@ -92,17 +111,7 @@ class ReplicaServer:
             ],
         )
         inference_pb2_grpc.add_InferenceServicer_to_server(self.inference, self.server)
-        services = [INFERENCE_SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                    reflection.SERVICE_NAME]
-        self.readiness = [INFERENCE_SERVICE]
-        if config.distribution.bundles:
-            from cloud_service.distribution import serve_catalog
-
-            serve_catalog(self.server, config.distribution)
-            services.append(DISTRIBUTION_SERVICE)
-            self.readiness.append(DISTRIBUTION_SERVICE)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        reflection.enable_server_reflection(services, self.server)
+        self.readiness = add_shared_services(self.server, self.health, config.distribution)
         self.port = 0
         self.metrics_port = 0
 

@@ -23,9 +23,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 from grpc_health.v1.health import aio as health_aio
-from grpc_reflection.v1alpha import reflection
 
 from cloud_service import keepalive
 from cloud_service.auth import AuthInterceptor, KeyRing
@@ -34,13 +33,13 @@ from cloud_service.gateway.admission import AdmissionQueue
 from cloud_service.gateway.balancing import Balancer
 from cloud_service.gateway.config import GatewayConfig, load_gateway_config
 from cloud_service.gateway.load import LoadTracker
-from cloud_service.gateway.membership import INFERENCE_SERVICE, Membership, Replica, ReplicaState
+from cloud_service.gateway.membership import Membership, Replica, ReplicaState
 from cloud_service.gateway.metrics import GatewayMetrics
 from cloud_service.gateway.routing import Router
 from cloud_service.gateway.servicer import GatewayServicer
 from cloud_service.gateway.versions import VersionTable
 from cloud_service.quota import Quotas
-from cloud_service.server import TRANSPORT_LIMIT_FACTOR, _credentials
+from cloud_service.server import TRANSPORT_LIMIT_FACTOR, _credentials, add_shared_services
 from cloud_service.wire.v1 import inference_pb2_grpc
 
 log = logging.getLogger("tandem.gateway")
@@ -85,18 +84,7 @@ class GatewayServer:
             ],
         )
         inference_pb2_grpc.add_InferenceServicer_to_server(self.inference, self.server)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        services = [INFERENCE_SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                    reflection.SERVICE_NAME]
-        self.readiness = [INFERENCE_SERVICE]
-        if config.distribution.bundles:
-            from cloud_service.distribution import SERVICE_NAME as DISTRIBUTION_SERVICE
-            from cloud_service.distribution import serve_catalog
-
-            serve_catalog(self.server, config.distribution)
-            services.append(DISTRIBUTION_SERVICE)
-            self.readiness.append(DISTRIBUTION_SERVICE)
-        reflection.enable_server_reflection(services, self.server)
+        self.readiness = add_shared_services(self.server, self.health, config.distribution)
         self._loops: list[asyncio.Task[None]] = []
         self.port = 0
         self.metrics_port = 0
