@@ -21,10 +21,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from export.errors import SpecError
 
@@ -59,15 +59,20 @@ def read_documents(path: str | os.PathLike[str], text_mode: str = "lines") -> li
     return documents
 
 
-def _jsonl_documents(file: Path, text: str) -> list[str]:
-    documents = []
+def _jsonl_records(file: Path, text: str) -> Iterator[tuple[int, Any]]:
+    """(line number, parsed object) of each non-blank line; DataError names the first line that is not JSON."""
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            yield number, json.loads(line)
         except json.JSONDecodeError as exc:
             raise DataError(f"{file} line {number} is not valid JSON ({exc.msg}); fix or remove that line") from exc
+
+
+def _jsonl_documents(file: Path, text: str) -> list[str]:
+    documents = []
+    for number, record in _jsonl_records(file, text):
         if not isinstance(record, dict) or not isinstance(record.get("text"), str):
             raise DataError(
                 f"{file} line {number} has no string \"text\" field; every line must be an object like "
@@ -105,13 +110,7 @@ def read_chat_examples(path: str | os.PathLike[str]) -> list[list[dict[str, str]
     except (UnicodeDecodeError, OSError) as exc:
         raise DataError(f"data={file} cannot be read as UTF-8 text: {exc}") from exc
     examples = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{file} line {number} is not valid JSON ({exc.msg}); fix or remove that line") from exc
+    for number, record in _jsonl_records(file, text):
         messages = record.get("messages") if isinstance(record, dict) else None
         if not (
             isinstance(messages, list) and len(messages) >= 2
