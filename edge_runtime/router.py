@@ -23,7 +23,15 @@ router.json (format version 1)::
      "feature_names": [...], "mean": [...], "scale": [...],
      "layers": [{"weights": [[...]], "bias": [...]}, ...],    # hidden layers use tanh, the last a sigmoid
      "thresholds": [{"threshold": t, "cloud_share": s, "expected_accuracy": a}, ...],
+     "cascade": {"window_tokens": 8, "min_logprob": m, "target": 0.95,   # optional (older routers lack it)
+                 "thresholds": [{"threshold": m, "cloud_share": s, "expected_accuracy": a}, ...]},
      "metrics": {...}}                                        # e.g. held-out AUROC, label source, sizes
+
+The ``cascade`` part calibrates the SDK's logprob confidence cascade for this bundle: escalating a device
+answer whose first ``window_tokens`` tokens include one with a logprob below ``min_logprob`` reaches
+``target`` x the accuracy of sending everything to the cloud, at the smallest escalation share measured on the
+calibration prompts (its table: escalation share and expected accuracy per cutoff). A model's logprobs depend
+on the model, so one fixed cutoff fits no bundle: the SDK takes this one unless its policy sets its own.
 
 Errors (both are ``edge_runtime.errors.BundleError``: the bundle's router cannot be used as it is)::
 
@@ -185,6 +193,48 @@ class ThresholdPoint:
     expected_accuracy: float
 
 
+@dataclass(frozen=True)
+class CascadeCalibration:
+    """The confidence cascade's cutoff for this bundle (see the module docstring)."""
+
+    window_tokens: int
+    min_logprob: float
+    """Escalate when one of the first ``window_tokens`` tokens has a logprob below this (<= 0)."""
+    target: float
+    """The share of the all-cloud accuracy ``min_logprob`` was chosen to reach."""
+    thresholds: tuple[ThresholdPoint, ...] = ()
+    """Per cutoff (``threshold``: a min_logprob), sorted increasing: the share escalated and the accuracy."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.window_tokens, bool) or not isinstance(self.window_tokens, int) or self.window_tokens < 1:
+            raise RouterFormatError(f"cascade window_tokens must be an integer >= 1, got {self.window_tokens!r}")
+        if not (math.isfinite(self.min_logprob) and self.min_logprob <= 0):
+            raise RouterFormatError(f"cascade min_logprob must be a finite number <= 0, got {self.min_logprob!r}")
+        if not 0 < self.target <= 1:
+            raise RouterFormatError(f"cascade target must be in (0, 1], got {self.target!r}")
+        if list(self.thresholds) != sorted(self.thresholds, key=lambda point: point.threshold):
+            raise RouterFormatError("cascade thresholds must be sorted by threshold")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"window_tokens": self.window_tokens, "min_logprob": self.min_logprob, "target": self.target,
+                "thresholds": _points_to_json(self.thresholds)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CascadeCalibration:
+        return cls(int(data["window_tokens"]), float(data["min_logprob"]), float(data["target"]),
+                   _points_from_json(data.get("thresholds", [])))
+
+
+def _points_to_json(points: Sequence[ThresholdPoint]) -> list[dict[str, float]]:
+    return [{"threshold": p.threshold, "cloud_share": p.cloud_share, "expected_accuracy": p.expected_accuracy}
+            for p in points]
+
+
+def _points_from_json(points: Sequence[Mapping[str, Any]]) -> tuple[ThresholdPoint, ...]:
+    return tuple(ThresholdPoint(float(p["threshold"]), float(p["cloud_share"]), float(p["expected_accuracy"]))
+                 for p in points)
+
+
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * x))
 
@@ -201,6 +251,8 @@ class DifficultyRouter:
     """Sorted by threshold, increasing (so cloud share increases too)."""
     metrics: dict[str, Any] = field(default_factory=dict)
     feature_names: tuple[str, ...] = FEATURE_NAMES
+    cascade: CascadeCalibration | None = None
+    """The confidence cascade's calibrated cutoff (None: calibrated before cascades were, or not measured)."""
 
     def __post_init__(self) -> None:
         width = len(self.feature_names)
@@ -258,10 +310,8 @@ class DifficultyRouter:
             "mean": self.mean.tolist(),
             "scale": self.scale.tolist(),
             "layers": [{"weights": weights.tolist(), "bias": bias.tolist()} for weights, bias in self.layers],
-            "thresholds": [
-                {"threshold": p.threshold, "cloud_share": p.cloud_share, "expected_accuracy": p.expected_accuracy}
-                for p in self.thresholds
-            ],
+            "thresholds": _points_to_json(self.thresholds),
+            **({"cascade": self.cascade.to_dict()} if self.cascade is not None else {}),
             "metrics": self.metrics,
         }
 
@@ -292,10 +342,10 @@ class DifficultyRouter:
                 (np.asarray(layer["weights"], dtype=np.float64), np.asarray(layer["bias"], dtype=np.float64))
                 for layer in data["layers"]
             )
-            thresholds = tuple(
-                ThresholdPoint(float(p["threshold"]), float(p["cloud_share"]), float(p["expected_accuracy"]))
-                for p in data.get("thresholds", [])
-            )
+            thresholds = _points_from_json(data.get("thresholds", []))
+            cascade = data.get("cascade")
+            if cascade is not None and not isinstance(cascade, dict):
+                raise TypeError("cascade must be an object")
             metrics = data.get("metrics", {})
             if not isinstance(metrics, dict):
                 raise TypeError("metrics must be an object")
@@ -305,6 +355,7 @@ class DifficultyRouter:
                 layers=layers,
                 thresholds=thresholds,
                 metrics=metrics,
+                cascade=CascadeCalibration.from_dict(cascade) if cascade is not None else None,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise RouterFormatError(f"{ROUTER_FILE} is missing a field or has a malformed one: {exc!r}") from exc

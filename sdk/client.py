@@ -206,6 +206,8 @@ class AsyncHybridClient:
         self._estimator = DifficultyEstimator(self.policy.routing.max_difficulty)
         self._router_loads = 0
         """EdgeSide.loads when the bundle's router was last read."""
+        self._cascade = self.policy.cascade.resolved(None)
+        """The cascade's settings, its cutoff from the bundle's router.json when the policy sets none."""
         sides: dict[Side, Any] = {}
         if self.edge is not None:
             sides[Side.DEVICE] = self.edge
@@ -216,6 +218,7 @@ class AsyncHybridClient:
             self.policy, sides,
             device_health=(lambda blocked: edge.health(blocked)) if edge is not None else (lambda blocked: None),
             signals=self.signals.current, estimator=self._current_estimator, cloud_feedback=self._cloud_feedback,
+            cascade_settings=lambda: self._cascade,
         )
         self.provisioner: Provisioner | None = None
         if self.policy.device.provision_bundle and self.edge is not None and self.cloud is not None:
@@ -246,7 +249,11 @@ class AsyncHybridClient:
     def _current_estimator(self) -> DifficultyEstimator:
         if self.edge is not None and self.edge.loaded and self._router_loads != self.edge.loads:
             self._router_loads = self.edge.loads
-            router = self.edge.router() if self.policy.routing.use_router else None
+            wanted = self.policy.routing.use_router or self.policy.cascade.enabled
+            router = self.edge.router() if wanted else None
+            self._cascade = self.policy.cascade.resolved(router.cascade if router is not None else None)
+            if not self.policy.routing.use_router:
+                router = None
             if router is None:
                 self._estimator = self._estimator.with_router(None, None)
             else:

@@ -31,7 +31,7 @@ from sdk.breaker import CircuitBreaker
 from sdk.decision import CloudHealth, Decision, DeviceHealth, decide
 from sdk.difficulty import Difficulty, DifficultyEstimator
 from sdk.errors import NoRouteError
-from sdk.policy import Mode, Policy
+from sdk.policy import CascadeSettings, Mode, Policy
 from sdk.reasons import Reason, Side
 from sdk.route import RouteBuilder, SwitchKind
 from sdk.signals.types import Signals
@@ -129,8 +129,11 @@ def continuation(request: GenerationRequest, delivered: Delivered, attempt: int)
 class Orchestrator:
     def __init__(self, policy: Policy, sides: dict[Side, SideBackend], device_health: Callable[[bool], DeviceHealth],
                  signals: Callable[[], Signals], estimator: Callable[[], DifficultyEstimator],
-                 cloud_feedback: Callable[[bool], None] | None = None, rng: random.Random | None = None) -> None:
+                 cloud_feedback: Callable[[bool], None] | None = None, rng: random.Random | None = None,
+                 cascade_settings: Callable[[], CascadeSettings] | None = None) -> None:
         self.policy = policy
+        self.cascade_settings = cascade_settings or (lambda: policy.cascade.resolved(None))
+        """The cascade with its cutoff resolved (the bundle's calibrated one, when the policy sets none)."""
         self.sides = sides
         self.device_health = device_health
         self.signals = signals
@@ -180,7 +183,9 @@ class Orchestrator:
                 failure = None
                 events = backend.generate(sub)
                 if use_cascade and delivered.tokens == 0:
-                    events = cascade(events, self.policy.cascade.window_tokens, self.policy.cascade.min_logprob)
+                    settings = self.cascade_settings()
+                    assert settings.window_tokens is not None and settings.min_logprob is not None  # resolved
+                    events = cascade(events, settings.window_tokens, settings.min_logprob)
                 try:
                     async with aclosing(events):
                         async for event in events:

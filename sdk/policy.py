@@ -29,7 +29,7 @@ import tomllib
 from dataclasses import dataclass, field, fields, replace
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from sdk.errors import PolicyError
 from sdk.signals.types import Thermal
@@ -231,21 +231,47 @@ class CloudSettings:
         return value
 
 
+DEFAULT_CASCADE_MIN_LOGPROB = -2.0
+"""The cascade's cutoff for a bundle that carries no calibrated one (an uncalibrated guess: calibrate the bundle
+with `tandem export calibrate-router`, which measures one, or set cascade.min_logprob)."""
+DEFAULT_CASCADE_WINDOW = 8
+
+
+class CascadeCalibrationLike(Protocol):
+    """What the SDK reads of a bundle's calibrated cascade (``edge_runtime.router.CascadeCalibration``)."""
+
+    window_tokens: int
+    min_logprob: float
+
+
 @dataclass(frozen=True)
 class CascadeSettings:
     """Answer on the device, and escalate to the cloud when the first tokens look unsure."""
 
     enabled: bool = False
-    min_logprob: float = -2.0
-    """Escalate when a token among the first ``window_tokens`` has a logprob below this."""
-    window_tokens: int = 8
-    """Tokens held back (streamed output) until they pass the check."""
+    min_logprob: float | None = None
+    """Escalate when a token among the first ``window_tokens`` has a logprob below this. None: the cutoff the
+    bundle's router.json carries (measured on its calibration prompts), else DEFAULT_CASCADE_MIN_LOGPROB."""
+    window_tokens: int | None = None
+    """Tokens held back (streamed output) until they pass the check. None: the bundle's calibrated window, else
+    DEFAULT_CASCADE_WINDOW."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.enabled, bool):
             raise PolicyError("cascade.enabled", f"must be true or false, got {self.enabled!r}")
-        _number("cascade.min_logprob", self.min_logprob, high=0)
-        _number("cascade.window_tokens", self.window_tokens, low=1, high=256, integer=True)
+        if self.min_logprob is not None:
+            _number("cascade.min_logprob", self.min_logprob, high=0)
+        if self.window_tokens is not None:
+            _number("cascade.window_tokens", self.window_tokens, low=1, high=256, integer=True)
+
+    def resolved(self, calibration: CascadeCalibrationLike | None) -> CascadeSettings:
+        """These settings with every None filled in: from the bundle's ``calibration`` (when the policy sets no
+        min_logprob), else the defaults."""
+        if self.min_logprob is not None or calibration is None:
+            return replace(self, min_logprob=DEFAULT_CASCADE_MIN_LOGPROB if self.min_logprob is None
+                           else self.min_logprob, window_tokens=self.window_tokens or DEFAULT_CASCADE_WINDOW)
+        return replace(self, min_logprob=calibration.min_logprob,
+                       window_tokens=self.window_tokens or calibration.window_tokens)
 
 
 @dataclass(frozen=True)

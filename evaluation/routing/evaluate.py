@@ -14,7 +14,7 @@ from typing import Any
 from evaluation.routing.errors import EvaluationSettingsError
 from evaluation.routing.plot import write_plot
 from evaluation.routing.report import build_report, policy_curves
-from evaluation.routing.run import CLOUD_REPLICAS, EvalProgress, run_policies
+from evaluation.routing.run import CLOUD_REPLICAS, EvalProgress, bundle_policies, run_policies
 from evaluation.routing.settings import EvalSettings
 
 PLOT_NAME = "routing_quality.png"
@@ -53,15 +53,16 @@ def evaluate_routing(settings: EvalSettings, *, plot: Path | None = None, progre
     per_cell = settings.resolved_per_cell()
     spec = TaskModelsSpec.for_size(settings.size)  # the families and levels the models were trained on
     items = generate_split("test", per_cell, seed=settings.seed, families=spec.families, levels=spec.levels)
-    runs, outcomes = asyncio.run(run_policies(items, models, settings, progress))
-    curves = policy_curves(outcomes)
+    policies = bundle_policies(models, settings.backend)
+    runs, outcomes = asyncio.run(run_policies(items, models, settings, progress, policies))
+    curves = policy_curves(outcomes, policies)
     meta = {
         "size": settings.size, "backend": settings.backend, "per_cell": per_cell, "seed": settings.seed,
         "device_bundle": str(models.bundles[settings.backend]), "cloud_model": str(models.teacher),
         "cloud": f"{CLOUD_REPLICAS} CPU-engine replicas of the teacher behind the gateway, on loopback",
         "decoding": "greedy (temperature 0)",
     }
-    report = build_report(items, runs, outcomes, curves, meta)
+    report = build_report(items, runs, outcomes, curves, meta, policies)
     report["plot"] = str(write_plot(report, curves, plot_path))
     report["seconds"] = round(time.perf_counter() - started, 1)
     return report

@@ -11,8 +11,10 @@ cutoff; see ``evaluation.routing.replay``).
     router_cascade  the router, and the cascade on what the router keeps on the device
     oracle          the cloud exactly when the device's answer is wrong (an upper bound, not deployable)
 
-The headline settings are the SDK's defaults (heuristic max_difficulty 0.5, router threshold 0.5, cascade
-min_logprob -2.0 over 8 tokens); the replay sweeps one threshold per policy around them.
+The headline settings are the SDK's defaults (heuristic max_difficulty 0.5, router threshold 0.5, the cascade's
+cutoff calibrated into the bundle's router.json, else min_logprob -2.0 over 8 tokens); the replay sweeps one
+threshold per policy around them. ``routing_policies(cascade)`` declares them for a resolved cascade setting;
+``POLICIES`` is that for an uncalibrated bundle (the names and order are the same for every bundle).
 """
 
 from __future__ import annotations
@@ -30,10 +32,11 @@ RANDOM_CLOUD_SHARE = 0.4
 """The random policy's headline share of cloud calls: the goal's cloud-share budget."""
 HEURISTIC_MAX_DIFFICULTY = RoutingSettings().max_difficulty
 ROUTER_THRESHOLD = DEFAULT_ROUTER_THRESHOLD
-CASCADE = CascadeSettings(enabled=True)
-"""The cascade of the headline runs: the SDK's default min_logprob and window."""
-LOGPROB_WINDOW = CASCADE.window_tokens
-"""Device answer tokens whose logprobs are recorded for the cascade's replay."""
+CASCADE = CascadeSettings(enabled=True).resolved(None)
+"""The cascade of the headline runs on a bundle without a calibrated cutoff: the SDK's defaults."""
+LOGPROB_WINDOW = 32
+"""Device answer tokens whose logprobs are recorded for the cascade's replay (more than any cascade window
+checks; answers are at most 40 tokens)."""
 ORACLE_CUTOFF = 0.75
 """The oracle's cloud scores are 2 (device wrong, cloud right), 1 (both wrong) or 0 (device right), each plus
 a tie-breaker below 0.5: the cloud exactly when the device is wrong means a score above 0.75."""
@@ -96,12 +99,6 @@ def _oracle_score(outcomes: Outcomes) -> np.ndarray:
     return priority + tie_breaker
 
 
-def _router_cascade_score(outcomes: Outcomes) -> np.ndarray:
-    """The router's score, except items the cascade escalates at its headline min_logprob: always the cloud."""
-    escalated = outcomes.min_logprob(CASCADE.window_tokens) < CASCADE.min_logprob
-    return np.where(escalated, np.inf, -outcomes.p_good)
-
-
 @dataclass(frozen=True)
 class RoutingPolicy:
     name: str
@@ -122,31 +119,44 @@ class RoutingPolicy:
     when it has none (the oracle's budget)."""
 
 
-POLICIES: tuple[RoutingPolicy, ...] = (
-    RoutingPolicy("always_device", "always device", "mode local_only", ROUTER_CLIENT,
-                  lambda o: np.zeros(o.items), 0.5, None, _device_mode),
-    RoutingPolicy("always_cloud", "always cloud", "mode cloud_only", HEURISTIC_CLIENT,
-                  lambda o: np.ones(o.items), 0.5, None, _cloud_mode),
-    RoutingPolicy("random", "random", f"cloud share {RANDOM_CLOUD_SHARE:g} (seeded draws)", ROUTER_CLIENT,
-                  lambda o: -o.random_draw, -RANDOM_CLOUD_SHARE, "cloud share (draw < share)", _random_mode,
-                  threshold_sign=-1.0),
-    RoutingPolicy("heuristic", "text heuristic", f"max_difficulty {HEURISTIC_MAX_DIFFICULTY:g}", HEURISTIC_CLIENT,
-                  lambda o: o.heuristic, HEURISTIC_MAX_DIFFICULTY, "max_difficulty (cloud when score > it)"),
-    RoutingPolicy("router", "calibrated router", f"router_threshold {ROUTER_THRESHOLD:g}", ROUTER_CLIENT,
-                  lambda o: -o.p_good, -ROUTER_THRESHOLD, "router_threshold (cloud when P(good) < it)",
-                  threshold_sign=-1.0),
-    RoutingPolicy("cascade", "logprob cascade",
-                  f"min_logprob {CASCADE.min_logprob:g} over {CASCADE.window_tokens} tokens", CASCADE_CLIENT,
-                  lambda o: -o.min_logprob(CASCADE.window_tokens), -CASCADE.min_logprob,
-                  "min_logprob (cloud when a first token is below it)", threshold_sign=-1.0),
-    RoutingPolicy("router_cascade", "router + cascade",
-                  f"router_threshold {ROUTER_THRESHOLD:g}, min_logprob {CASCADE.min_logprob:g}",
-                  ROUTER_CASCADE_CLIENT, _router_cascade_score, -ROUTER_THRESHOLD,
-                  f"router_threshold, cascade fixed at min_logprob {CASCADE.min_logprob:g}", threshold_sign=-1.0),
-    RoutingPolicy("oracle", "oracle", "cloud exactly when the device answer is wrong", ROUTER_CLIENT,
-                  _oracle_score, ORACLE_CUTOFF, "cloud budget (device-wrong items first)", _oracle_mode,
-                  deployable=False, threshold_sign=None),
-)
+def routing_policies(cascade: CascadeSettings) -> tuple[RoutingPolicy, ...]:
+    """The policies compared, in order; the cascade ones at ``cascade`` (resolved: window and cutoff set)."""
+    window, cutoff = cascade.window_tokens, cascade.min_logprob
+    if window is None or cutoff is None:
+        raise ValueError("routing_policies needs resolved cascade settings (CascadeSettings.resolved)")
+
+    def router_cascade_score(outcomes: Outcomes) -> np.ndarray:
+        """The router's score, except items the cascade escalates at its headline cutoff: always the cloud."""
+        escalated = outcomes.min_logprob(window) < cutoff
+        return np.where(escalated, np.inf, -outcomes.p_good)
+
+    return (
+        RoutingPolicy("always_device", "always device", "mode local_only", ROUTER_CLIENT,
+                      lambda o: np.zeros(o.items), 0.5, None, _device_mode),
+        RoutingPolicy("always_cloud", "always cloud", "mode cloud_only", HEURISTIC_CLIENT,
+                      lambda o: np.ones(o.items), 0.5, None, _cloud_mode),
+        RoutingPolicy("random", "random", f"cloud share {RANDOM_CLOUD_SHARE:g} (seeded draws)", ROUTER_CLIENT,
+                      lambda o: -o.random_draw, -RANDOM_CLOUD_SHARE, "cloud share (draw < share)", _random_mode,
+                      threshold_sign=-1.0),
+        RoutingPolicy("heuristic", "text heuristic", f"max_difficulty {HEURISTIC_MAX_DIFFICULTY:g}", HEURISTIC_CLIENT,
+                      lambda o: o.heuristic, HEURISTIC_MAX_DIFFICULTY, "max_difficulty (cloud when score > it)"),
+        RoutingPolicy("router", "calibrated router", f"router_threshold {ROUTER_THRESHOLD:g}", ROUTER_CLIENT,
+                      lambda o: -o.p_good, -ROUTER_THRESHOLD, "router_threshold (cloud when P(good) < it)",
+                      threshold_sign=-1.0),
+        RoutingPolicy("cascade", "logprob cascade", f"min_logprob {cutoff:.3g} over {window} tokens", CASCADE_CLIENT,
+                      lambda o: -o.min_logprob(window), -cutoff,
+                      "min_logprob (cloud when a first token is below it)", threshold_sign=-1.0),
+        RoutingPolicy("router_cascade", "router + cascade",
+                      f"router_threshold {ROUTER_THRESHOLD:g}, min_logprob {cutoff:.3g}",
+                      ROUTER_CASCADE_CLIENT, router_cascade_score, -ROUTER_THRESHOLD,
+                      f"router_threshold, cascade fixed at min_logprob {cutoff:.3g}", threshold_sign=-1.0),
+        RoutingPolicy("oracle", "oracle", "cloud exactly when the device answer is wrong", ROUTER_CLIENT,
+                      _oracle_score, ORACLE_CUTOFF, "cloud budget (device-wrong items first)", _oracle_mode,
+                      deployable=False, threshold_sign=None),
+    )
+
+
+POLICIES = routing_policies(CASCADE)
 BY_NAME = {policy.name: policy for policy in POLICIES}
 RECORDING_POLICIES = ("always_device", "always_cloud")
 """Their real runs are the recordings the replay reads: every item's answer on each side."""

@@ -41,9 +41,9 @@ REPLAY_METHOD = (
 )
 
 
-def policy_curves(outcomes: Outcomes) -> dict[str, Curve]:
+def policy_curves(outcomes: Outcomes, policies: Sequence[RoutingPolicy] = POLICIES) -> dict[str, Curve]:
     """The replayed curve of every policy with a sweep."""
-    return {policy.name: sweep(policy.cloud_score(outcomes), outcomes) for policy in POLICIES if policy.sweep}
+    return {policy.name: sweep(policy.cloud_score(outcomes), outcomes) for policy in policies if policy.sweep}
 
 
 def _share(flags: Sequence[bool]) -> float:
@@ -95,12 +95,14 @@ def _policy_entry(policy: RoutingPolicy, run: PolicyRun, items: Sequence[TaskIte
 
 
 def build_report(items: Sequence[TaskItem], runs: Mapping[str, PolicyRun], outcomes: Outcomes,
-                 curves: Mapping[str, Curve], meta: Mapping[str, Any]) -> dict[str, Any]:
-    """The JSON object of `tandem eval routing --json` (``meta``: size, backend, paths, timings...)."""
+                 curves: Mapping[str, Curve], meta: Mapping[str, Any],
+                 policies: Sequence[RoutingPolicy] = POLICIES) -> dict[str, Any]:
+    """The JSON object of `tandem eval routing --json` (``meta``: size, backend, paths, timings...); ``policies``
+    as run (``evaluation.routing.run.bundle_policies``)."""
     cloud_accuracy = _share(runs["always_cloud"].correct)
     target = GOAL_ACCURACY_RATIO * cloud_accuracy
     policies = {policy.name: _policy_entry(policy, runs[policy.name], items, outcomes, curves.get(policy.name),
-                                           target) for policy in POLICIES}
+                                           target) for policy in policies}
     reached = [(entry["cloud_share_at_95pct"], name) for name, entry in policies.items()
                if entry["deployable"] and entry["cloud_share_at_95pct"] is not None]
     best_share, best_policy = min(reached, default=(None, None), key=lambda pair: pair[0])

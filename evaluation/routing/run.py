@@ -28,12 +28,11 @@ from typing import TYPE_CHECKING, Any
 
 from evaluation.routing.errors import EvaluationRunError, RouterMissingError
 from evaluation.routing.policies import (
-    CASCADE,
     LOGPROB_WINDOW,
-    POLICIES,
     RECORDING_POLICIES,
     ClientSetup,
     RoutingPolicy,
+    routing_policies,
 )
 from evaluation.routing.replay import Outcomes
 from evaluation.routing.settings import EvalSettings
@@ -117,8 +116,7 @@ def _sdk_policy(setup: ClientSetup, models: TaskModels, backend: str, target: st
     device = DeviceSettings(bundle=models.bundles[backend], trusted_keys=(models.public_key,), threads=ENGINE_THREADS)
     cloud = CloudSettings(target=target, model=CLOUD_MODEL, api_key=api_key, tenant=CLOUD_TENANT,
                           timeout_s=CLOUD_TIMEOUT_S, first_token_timeout_s=FIRST_TOKEN_TIMEOUT_S)
-    cascade = CascadeSettings(enabled=setup.cascade, min_logprob=CASCADE.min_logprob,
-                              window_tokens=CASCADE.window_tokens)
+    cascade = CascadeSettings(enabled=setup.cascade)  # the cutoff: the SDK's default (the bundle's calibrated one)
     return Policy(routing=routing, device=device, cloud=cloud, cascade=cascade)
 
 
@@ -130,17 +128,20 @@ def _fixed_signals() -> Any:
     return SignalHub.from_static(StaticSignals(thermal=Thermal.NOMINAL))
 
 
-def check_router(models: TaskModels, backend: str) -> None:
-    """RouterMissingError when the device bundle carries no usable router (the router policies need one)."""
+def bundle_policies(models: TaskModels, backend: str) -> tuple[RoutingPolicy, ...]:
+    """The policies for the device bundle: its cascade cutoff as the SDK resolves it (the calibrated one in
+    router.json). RouterMissingError when the bundle carries no usable router (the router policies need one)."""
     from edge_runtime.bundle import load_public_key
     from edge_runtime.router import RouterError, load_router
+    from sdk.policy import CascadeSettings
 
     bundle = models.bundles[backend]
     try:
-        load_router(bundle, trusted_keys=[load_public_key(models.public_key)])
+        router = load_router(bundle, trusted_keys=[load_public_key(models.public_key)])
     except RouterError as exc:
         raise RouterMissingError(f"the {backend} bundle {bundle} has no usable router ({exc}): calibrate it with "
                                  f"`tandem export calibrate-router`, or rebuild the task models") from exc
+    return routing_policies(CascadeSettings(enabled=True).resolved(router.cascade))
 
 
 class _Clients:
@@ -240,14 +241,15 @@ def _recorded_runs_are_clean(device: PolicyRun, cloud: PolicyRun) -> None:
 
 
 async def run_policies(items: Sequence[TaskItem], models: TaskModels, settings: EvalSettings,
-                       progress: EvalProgress | None = None) -> tuple[dict[str, PolicyRun], Outcomes]:
-    """Start the cloud tier, run every policy of ``POLICIES`` on ``items``; the runs by policy name and the
-    recorded outcomes. Raises EvaluationRunError when a request gets no answer."""
+                       progress: EvalProgress | None = None,
+                       policies: Sequence[RoutingPolicy] | None = None) -> tuple[dict[str, PolicyRun], Outcomes]:
+    """Start the cloud tier, run every policy (default: ``bundle_policies``) on ``items``; the runs by policy
+    name and the recorded outcomes. Raises EvaluationRunError when a request gets no answer."""
     from cloud_service.engines.cpu import CpuEngineOptions
     from cloud_service.local_fleet import LocalFleet
 
     progress = progress or EvalProgress()
-    check_router(models, settings.backend)
+    policies = policies if policies is not None else bundle_policies(models, settings.backend)
     api_key = secrets.token_urlsafe(24)
     options = CpuEngineOptions(threads=ENGINE_THREADS, max_running=settings.concurrency)
     progress.phase(f"starting the cloud tier ({CLOUD_REPLICAS} CPU replicas of the teacher behind the gateway)",
@@ -260,7 +262,7 @@ async def run_policies(items: Sequence[TaskItem], models: TaskModels, settings: 
         try:
             runs: dict[str, PolicyRun] = {}
             outcomes: Outcomes | None = None
-            for policy in POLICIES:
+            for policy in policies:
                 if outcomes is None and policy.name not in RECORDING_POLICIES:
                     device, cloud = (runs[name] for name in RECORDING_POLICIES)
                     _recorded_runs_are_clean(device, cloud)

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from export.calibrate.settings import DEFAULT_HIDDEN, DEFAULT_ITERATIONS
+from export.calibrate.settings import DEFAULT_CASCADE_TARGET, DEFAULT_HIDDEN, DEFAULT_ITERATIONS
 from export.cli_support import SIGNING_KEY_HELP, cli_errors, step_progress
 
 
@@ -33,6 +33,10 @@ def calibrate_router(
     holdout: float = typer.Option(0.3, help="Share of the prompts held out to measure AUROC and thresholds."),
     hidden: int = typer.Option(DEFAULT_HIDDEN, min=0, help="Hidden units of the router (0: logistic regression)."),
     iterations: int = typer.Option(DEFAULT_ITERATIONS, min=1, help="Gradient steps of the fit."),
+    cascade_target: float = typer.Option(
+        DEFAULT_CASCADE_TARGET, help="The confidence cascade's cutoff is the one reaching this share of the "
+        "all-cloud accuracy with the fewest escalations.",
+    ),
 ) -> None:
     """Run the bundle on calibration prompts (greedy, edge runtime), label its answers, fit the router on text
     features, and store router.json in the bundle, re-signed."""
@@ -66,7 +70,8 @@ def calibrate_router(
                                 description=f"{current['step']}: {done}/{total} prompts")
 
             result = calibrate_bundle(bundle, private_key, items=items, teacher=teacher, settings=settings,
-                                      holdout=holdout, seed=seed, on_step=on_step, on_item=on_item)
+                                      holdout=holdout, seed=seed, on_step=on_step, on_item=on_item,
+                                      cascade_target=cascade_target)
             progress.update(task, description="done", completed=1, total=1)
 
     metrics = result.router.metrics
@@ -84,6 +89,11 @@ def calibrate_router(
         table.add_row(f"{point.threshold:.3f}", f"{100 * point.cloud_share:.0f} %",
                       f"{100 * point.expected_accuracy:.1f} %")
     out.print(table)
+    cascade = result.router.cascade
+    if cascade is not None:
+        out.print(f"confidence cascade: escalate when one of the first {cascade.window_tokens} tokens has a logprob "
+                  f"below {cascade.min_logprob:.3f} ({100 * cascade.target:.0f} % of the all-cloud accuracy on the "
+                  "calibration prompts)")
     from edge_runtime.bundle import key_id
 
     out.print(f"router.json written into {bundle}; manifest re-signed by key {key_id(private_key.public_key())}")

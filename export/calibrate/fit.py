@@ -126,11 +126,13 @@ def auroc(scores: np.ndarray, labels: np.ndarray) -> float | None:
 
 
 def threshold_table(
-    probabilities: np.ndarray, labels: np.ndarray, *, cloud_accuracy: float = 1.0, points: int = TABLE_POINTS
+    probabilities: np.ndarray, labels: np.ndarray, *, cloud_accuracy: float = 1.0, points: int = TABLE_POINTS,
+    bounds: tuple[float, float] = (0.0, 1.0),
 ) -> tuple[ThresholdPoint, ...]:
     """The cloud share and expected accuracy of sending every request with P(good) < threshold to the cloud,
     at ``points`` cloud shares from 0 to 1. Device answers score their ``labels``; cloud answers score
-    ``cloud_accuracy`` (1.0: the labels' reference is what the cloud answers)."""
+    ``cloud_accuracy`` (1.0: the labels' reference is what the cloud answers). ``bounds``: the thresholds
+    that send none and all (for scores other than probabilities, e.g. logprobs)."""
     p = np.asarray(probabilities, dtype=np.float64)
     y = np.asarray(labels, dtype=np.float64)
     if not len(p) or p.shape != y.shape:
@@ -139,7 +141,7 @@ def threshold_table(
     table: dict[float, ThresholdPoint] = {}
     for target in np.linspace(0.0, 1.0, points):
         count = round(target * len(p))
-        threshold = 0.0 if count == 0 else 1.0 if count == len(p) else float(ordered[count])
+        threshold = bounds[0] if count == 0 else bounds[1] if count == len(p) else float(ordered[count])
         cloud = p < threshold
         share = float(cloud.mean())
         accuracy = float((y[~cloud].sum() + cloud_accuracy * cloud.sum()) / len(p))

@@ -5,11 +5,12 @@
 
 1. verify    the bundle's signature (under the given key's public half) and every file's hash: a bundle that
              was altered, is unsigned or was signed by another key is refused, never re-signed
-2. device    the bundle answers every calibration prompt through the edge runtime (greedy)
+2. device    the bundle answers every calibration prompt through the edge runtime (greedy), with logprobs
 3. teacher   optional: a teacher folder answers the same prompts (transformers, greedy)
 4. label     good = the device answer is right (reference answers) or equals the teacher's
 5. fit       text features -> a tiny MLP (numpy), fitted on part of the prompts; AUROC and the threshold
-             table are measured on the rest (held out)
+             table are measured on the rest (held out). The confidence cascade's cutoff (the lowest
+             logprob among an answer's first tokens) is calibrated on every prompt (export.calibrate.cascade)
 6. seal      router.json joins the bundle; the manifest (with the router's metrics) is re-hashed and
              re-signed. The new bundle is assembled beside the old one and swapped in by renames: the
              bundle is never half-written, and tampering after signing fails verification as before.
@@ -33,10 +34,11 @@ from edge_runtime.errors import BundleError
 from edge_runtime.router import FORMAT_VERSION, ROUTER_FILE, DifficultyRouter, text_features
 from export.atomic import staged_folder
 from export.bundle_writer import seal_bundle
+from export.calibrate.cascade import calibrate_cascade
 from export.calibrate.fit import auroc, fit_router, log_loss, threshold_table
-from export.calibrate.settings import FitSettings
+from export.calibrate.settings import DEFAULT_CASCADE_TARGET, FitSettings
 from export.errors import ExportError, SpecError
-from export.tasks.answers import ANSWER_MAX_TOKENS, bundle_answers, model_answers
+from export.tasks.answers import ANSWER_MAX_TOKENS, bundle_completions, model_answers
 from export.tasks.suite import ChatTurn, TaskItem
 
 if TYPE_CHECKING:
@@ -163,20 +165,25 @@ def calibrate_bundle(
     seed: int = 0,
     on_step: Callable[[str], None] = _no_step,
     on_item: Callable[[int, int], None] = _no_item,
+    cascade_target: float = DEFAULT_CASCADE_TARGET,
 ) -> CalibrationResult:
     """Label ``items`` by the bundle's answers (right per the reference answers, or equal to ``teacher``'s),
-    fit the router, and seal it into the bundle. Raises CalibrationError (the bundle or the prompts are
+    fit the router, calibrate the cascade's cutoff for ``cascade_target`` of the all-cloud accuracy, and seal both
+    into the bundle. Raises CalibrationError (the bundle or the prompts are
     unusable) and SpecError (bad settings)."""
     folder = Path(bundle)
     if not 0 < holdout < 1:
         raise SpecError(f"holdout={holdout} must be between 0 and 1 (exclusive), e.g. {DEFAULT_HOLDOUT}")
+    if not 0 < cascade_target <= 1:
+        raise SpecError(f"cascade_target={cascade_target} must be in (0, 1], e.g. {DEFAULT_CASCADE_TARGET}")
     if len(items) < MIN_ITEMS:
         raise CalibrationError(f"{len(items)} calibration prompts are too few; give at least {MIN_ITEMS}")
     on_step("verify")
     manifest = verify_for_signing(folder, signing_key)
 
     on_step("device")
-    device = bundle_answers(folder, [signing_key.public_key()], items, on_item=on_item)
+    completions = bundle_completions(folder, [signing_key.public_key()], items, on_item=on_item)
+    device = [completion.text for completion in completions]
     if teacher is not None:
         on_step("teacher")
         reference = [answer.strip() for answer in model_answers(teacher, items, on_item=on_item)]
@@ -202,7 +209,10 @@ def calibrate_bundle(
         "device_good_share": float(labels.mean()),
         "max_tokens": ANSWER_MAX_TOKENS,
     }
-    router = dataclasses.replace(router, thresholds=threshold_table(held_p, labels[held_rows]), metrics=metrics)
+    cascade = calibrate_cascade([completion.logprobs for completion in completions], labels, target=cascade_target)
+    metrics["cascade_min_logprob"] = cascade.min_logprob
+    router = dataclasses.replace(router, thresholds=threshold_table(held_p, labels[held_rows]), metrics=metrics,
+                                 cascade=cascade)
 
     on_step("seal")
     sealed = seal_router(folder, manifest, router, signing_key, metrics)

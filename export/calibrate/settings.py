@@ -11,6 +11,10 @@ DEFAULT_ITERATIONS = 500
 DEFAULT_LEARNING_RATE = 0.03
 DEFAULT_L2 = 3e-2
 """Strong: a few hundred calibration prompts against ~30 features overfit quickly (measured)."""
+DEFAULT_CASCADE_TARGET = 0.95
+"""The confidence cascade's cutoff reaches this share of the all-cloud accuracy (the routing-quality goal's 95 %)."""
+DEFAULT_CASCADE_WINDOW = 8
+"""First answer tokens the cascade checks (the SDK's default)."""
 
 
 @dataclass(frozen=True)

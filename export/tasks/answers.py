@@ -19,6 +19,8 @@ from export.tasks.suite import TaskItem
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+    from edge_runtime.types import Completion
+
 ANSWER_MAX_TOKENS = 40
 """Tokens a model may spend on an answer (the longest expected answer is 23 characters): the same limit for
 every item, so it tells the router nothing about the item."""
@@ -44,17 +46,29 @@ def bundle_answers(
 ) -> list[str]:
     """The bundle's greedy answer to each item (anything with ``messages`` of role/content turns), run through
     ``edge_runtime.load_bundle``; raises the runtime's errors (BundleError...) when the bundle is unusable."""
+    return [c.text for c in bundle_completions(bundle, trusted_keys, items, max_tokens=max_tokens, on_item=on_item)]
+
+
+def bundle_completions(
+    bundle: str | os.PathLike[str],
+    trusted_keys: Sequence[Ed25519PublicKey],
+    items: Sequence[Any],
+    *,
+    max_tokens: int = ANSWER_MAX_TOKENS,
+    on_item: ItemCallback = _no_progress,
+) -> list[Completion]:
+    """As ``bundle_answers``, with each answer's token ids and logprobs (``edge_runtime.Completion``)."""
     from edge_runtime import EngineOptions, GenerationRequest, Message, SamplingParams, SyncEngine, load_bundle
 
     sampling = SamplingParams(temperature=0.0, max_tokens=max_tokens)
     options = EngineOptions(threads=ENGINE_THREADS, lazy=False)
-    answers = []
+    completions = []
     with SyncEngine(load_bundle(Path(bundle), trusted_keys=trusted_keys, options=options)) as engine:
         for index, item in enumerate(items):
             messages = [Message(turn.role, turn.content) for turn in item.messages]
-            answers.append(engine.complete(GenerationRequest(messages=messages, sampling=sampling)).text)
+            completions.append(engine.complete(GenerationRequest(messages=messages, sampling=sampling)))
             on_item(index + 1, len(items))
-    return answers
+    return completions
 
 
 def model_answers(

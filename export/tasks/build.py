@@ -50,8 +50,9 @@ if TYPE_CHECKING:
 
     from export.distill.trainer import StepStats
 
-RECIPE_VERSION = 6
-"""Bump when the code that shapes the models changes for an unchanged spec (suite, tokenizer, training)."""
+RECIPE_VERSION = 7
+"""Bump when the code that shapes the models or their bundles changes for an unchanged spec (suite, tokenizer,
+training, calibration). 7: routers carry the confidence cascade's calibrated cutoff."""
 SIZES = ("full", "small", "smoke")
 STAGES = ("data", "teacher", "student", "bundles", "evaluate", "router")
 REPORT_FILE = "report.json"
@@ -412,8 +413,9 @@ def _calibrate(spec: TaskModelsSpec, root: Path, key: Ed25519PrivateKey, progres
     items = spec.split("calibration", spec.calibration_per_cell)
     metrics = {}
     for fmt, path in _bundle_paths(spec, root).items():
-        if (path / ROUTER_FILE).is_file():  # calibrated before an interruption: read what it measured
-            metrics[fmt] = json.loads((path / ROUTER_FILE).read_text())["metrics"]
+        router = json.loads((path / ROUTER_FILE).read_text()) if (path / ROUTER_FILE).is_file() else {}
+        if "cascade" in router:  # calibrated by this recipe before an interruption: read what it measured
+            metrics[fmt] = router["metrics"]
             continue
         result = calibrate_bundle(
             path, key, items=items, seed=spec.seed,

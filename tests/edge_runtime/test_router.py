@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -14,6 +15,7 @@ from edge_runtime.errors import BundleError, BundleIntegrityError, InvalidReques
 from edge_runtime.router import (
     FEATURE_NAMES,
     ROUTER_FILE,
+    CascadeCalibration,
     DifficultyRouter,
     RouterFormatError,
     RouterNotFoundError,
@@ -101,6 +103,10 @@ def test_json_round_trip_keeps_every_number() -> None:
     features = np.stack([text_features(m, 40) for m in PROMPTS])
     assert np.array_equal(again.predict(features), router.predict(features))
     assert again.thresholds == router.thresholds and again.metrics == {"auroc": 0.9}
+    assert again.cascade is None and "cascade" not in json.loads(router.to_json())  # routers calibrated before it
+    cascade = CascadeCalibration(8, -1.25, 0.95, (ThresholdPoint(-3.0, 0.0, 0.8), ThresholdPoint(0.0, 1.0, 1.0)))
+    with_cascade = DifficultyRouter.from_json(dataclasses.replace(router, cascade=cascade).to_json())
+    assert with_cascade.cascade == cascade
     logistic = DifficultyRouter(mean=np.zeros(len(FEATURE_NAMES)), scale=np.ones(len(FEATURE_NAMES)),
                                 layers=((np.ones((len(FEATURE_NAMES), 1)) * 0.1, np.zeros(1)),))
     assert DifficultyRouter.from_json(logistic.to_json()).predict(features[0]) == logistic.predict(features[0])
@@ -117,6 +123,10 @@ def test_json_round_trip_keeps_every_number() -> None:
         (lambda d: d.update(mean=[0.0, 1.0]), "one per feature"),
         (lambda d: d["layers"][0].update(bias=[1.0]), "layer 0"),
         (lambda d: d["layers"][1]["weights"][0].__setitem__(0, None), "malformed|non-finite"),
+        (lambda d: d.update(cascade=[1]), "cascade must be an object"),
+        (lambda d: d.update(cascade={"window_tokens": 8, "min_logprob": 0.5, "target": 0.95}), "min_logprob"),
+        (lambda d: d.update(cascade={"window_tokens": 0, "min_logprob": -1.0, "target": 0.95}), "window_tokens"),
+        (lambda d: d.update(cascade={"min_logprob": -1.0, "target": 0.95}), "missing a field"),
     ],
 )
 def test_a_wrong_router_file_is_a_format_error(change, message: str) -> None:

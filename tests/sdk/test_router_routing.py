@@ -107,3 +107,35 @@ def test_preload_without_a_usable_bundle_says_false(tmp_path: Path, public_key_f
             return await client.preload()
 
     assert run(main) is False
+
+
+def _cascade_answer(tiny_llama, cloud_engine, bundle: Path, key: Path, **cascade):
+    async def main():
+        async with replica(tiny_llama, cloud_engine) as server:
+            policy = make_policy(bundle=bundle, key=key, target=server.target, mode="prefer_local",
+                                 cascade={"enabled": True, **cascade})
+            async with AsyncHybridClient(policy, signals=_hub()) as client:
+                assert await client.preload()
+                return await client.chat.completions.create(messages=SHORT, max_tokens=6, temperature=0)
+
+    return run(main)
+
+
+@pytest.mark.parametrize(("calibrated", "policy", "escalated"), [
+    (0.0, {}, True),                         # the bundle's cutoff: any token short of certainty escalates
+    (-1000.0, {}, False),                    # the bundle's cutoff: nothing escalates
+    (0.0, {"min_logprob": -1000.0}, False),  # the policy's own cutoff wins over the bundle's
+])
+def test_the_cascade_takes_the_bundles_calibrated_cutoff_unless_the_policy_sets_one(
+        tiny_llama, cloud_engine, device_bundle, signing_key, tmp_path, public_key_file,
+        calibrated: float, policy: dict, escalated: bool) -> None:
+    import dataclasses
+
+    from edge_runtime.router import CascadeCalibration
+
+    folder = Path(shutil.copytree(device_bundle, tmp_path / "cascade"))
+    router = dataclasses.replace(_digit_router(), cascade=CascadeCalibration(4, calibrated, 0.95))
+    seal_router(folder, verify_bundle(folder, [signing_key.public_key()]), router, signing_key, {})
+    answer = _cascade_answer(tiny_llama, cloud_engine, folder, public_key_file, **policy)
+    assert answer.route.side is (Side.CLOUD if escalated else Side.DEVICE)
+    assert [s.reason for s in answer.route.switches] == ([Reason.LOW_CONFIDENCE] if escalated else [])

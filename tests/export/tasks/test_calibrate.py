@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from edge_runtime.bundle import load_public_key, verify_bundle
@@ -57,6 +58,17 @@ def test_calibration_seals_a_router_the_runtime_loads(smoke_models, bundle: Path
     assert manifest.evaluation["router"] == router.metrics and manifest.extra["router"]["file"] == ROUTER_FILE
     shares = [point.cloud_share for point in router.thresholds]
     assert shares[0] == 0.0 and shares[-1] == 1.0 and shares == sorted(shares)
+    # The cascade's cutoff, measured on the same answers: escalating below it reaches the target accuracy.
+    from export.calibrate.cascade import first_min_logprobs
+    from export.tasks.answers import bundle_completions
+
+    cascade = router.cascade
+    assert cascade is not None and cascade.target == 0.95 and "confidence cascade" in result.output
+    items = generate_split("calibration", 2, seed=4)[:REFERENCE_ITEMS]
+    scores = first_min_logprobs([c.logprobs for c in bundle_completions(bundle, keys, items)], cascade.window_tokens)
+    escalated = scores < cascade.min_logprob
+    good = np.array([index % 2 == 0 for index in range(REFERENCE_ITEMS)])
+    assert (good[~escalated].sum() + escalated.sum()) / REFERENCE_ITEMS >= cascade.target
     assert not [p.name for p in bundle.parent.iterdir() if p.name.startswith(".")]  # no staging left behind
 
     (bundle / ROUTER_FILE).write_text((bundle / ROUTER_FILE).read_text().replace('"auroc"', '"AUROC"'))
