@@ -108,6 +108,9 @@ def chunk_from_events(events: Sequence[TokenEvent], model_version: str = "", voc
         if event.token_id is not None and event.logprob is not None:
             chunk.token_ids.append(event.token_id)
             chunk.logprobs.append(event.logprob)
+            chunk.unreleased_tokens = 0 if event.text else chunk.unreleased_tokens + 1
+        elif event.text:  # text with no token (flushed at the end): every token before it is released
+            chunk.unreleased_tokens = 0
     last = events[-1]
     if last.finish_reason is not None:
         chunk.finish_reason = _FINISH_TO_WIRE[last.finish_reason]
@@ -120,13 +123,16 @@ def chunk_from_events(events: Sequence[TokenEvent], model_version: str = "", voc
 
 
 def events_from_chunk(chunk: pb.GenerateChunk) -> list[TokenEvent]:
-    """One TokenEvent per token (the chunk's text on the last); a token-less chunk gives one event."""
+    """One TokenEvent per token, the chunk's text on the last token that released text (the ``unreleased_tokens``
+    after it carry none, as they did on the server); a token-less chunk gives one event."""
     finish = _FINISH_FROM_WIRE.get(chunk.finish_reason)
     usage = None
     if chunk.HasField("usage"):
         usage = Usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens, chunk.usage.cached_tokens)
     pairs = list(zip(chunk.token_ids, chunk.logprobs, strict=False)) or [(None, None)]
-    events = [TokenEvent("", token, logprob) for token, logprob in pairs[:-1]]
+    holder = max(0, len(pairs) - 1 - chunk.unreleased_tokens) if chunk.text else len(pairs) - 1
+    events = [TokenEvent(chunk.text if index == holder else "", token, logprob)
+              for index, (token, logprob) in enumerate(pairs[:-1])]
     token, logprob = pairs[-1]
-    events.append(TokenEvent(chunk.text, token, logprob, finish, usage))
+    events.append(TokenEvent(chunk.text if holder == len(pairs) - 1 else "", token, logprob, finish, usage))
     return events

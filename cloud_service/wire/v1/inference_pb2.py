@@ -24,15 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19tandem/v1/inference.proto\x12\ttandem.v1\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"8\n\x0c\x43hatMessages\x12(\n\x08messages\x18\x01 \x03(\x0b\x32\x16.tandem.v1.ChatMessage\"\xdc\x01\n\x0eSamplingParams\x12\x18\n\x0btemperature\x18\x01 \x01(\x02H\x00\x88\x01\x01\x12\x12\n\x05top_p\x18\x02 \x01(\x02H\x01\x88\x01\x01\x12\x12\n\x05top_k\x18\x03 \x01(\x05H\x02\x88\x01\x01\x12\x17\n\nmax_tokens\x18\x04 \x01(\rH\x03\x88\x01\x01\x12\x0c\n\x04stop\x18\x05 \x03(\t\x12\x11\n\x04seed\x18\x06 \x01(\x04H\x04\x88\x01\x01\x12\x12\n\nignore_eos\x18\x07 \x01(\x08\x42\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x08\n\x06_top_kB\r\n\x0b_max_tokensB\x07\n\x05_seed\"\x96\x02\n\x0fGenerateRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x0e\n\x06tenant\x18\x04 \x01(\t\x12\'\n\x04\x63hat\x18\x05 \x01(\x0b\x32\x17.tandem.v1.ChatMessagesH\x00\x12\x10\n\x06prompt\x18\x06 \x01(\tH\x00\x12\x18\n\x10\x61ssistant_prefix\x18\x07 \x01(\t\x12+\n\x08sampling\x18\x08 \x01(\x0b\x32\x19.tandem.v1.SamplingParams\x12.\n\rprefix_tokens\x18\t \x01(\x0b\x32\x17.tandem.v1.PrefixTokensB\x07\n\x05input\"=\n\x0cPrefixTokens\x12\x12\n\nvocabulary\x18\x01 \x01(\t\x12\x0b\n\x03ids\x18\x02 \x03(\r\x12\x0c\n\x04text\x18\x03 \x01(\t\"P\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\r\x12\x15\n\rcached_tokens\x18\x03 \x01(\r\"\xbe\x01\n\rGenerateChunk\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x11\n\ttoken_ids\x18\x02 \x03(\r\x12\x10\n\x08logprobs\x18\x03 \x03(\x02\x12.\n\rfinish_reason\x18\x04 \x01(\x0e\x32\x17.tandem.v1.FinishReason\x12\x1f\n\x05usage\x18\x05 \x01(\x0b\x32\x10.tandem.v1.Usage\x12\x15\n\rmodel_version\x18\x06 \x01(\t\x12\x12\n\nvocabulary\x18\x07 \x01(\t\"2\n\x0c\x41\x62ortRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\" \n\rAbortResponse\x12\x0f\n\x07\x61\x62orted\x18\x01 \x01(\x08\"\x10\n\x0eGetLoadRequest\"m\n\nLoadReport\x12\x0f\n\x07running\x18\x01 \x01(\r\x12\x0f\n\x07waiting\x18\x02 \x01(\r\x12\x16\n\x0ekv_cache_usage\x18\x03 \x01(\x02\x12\x13\n\x0bmax_running\x18\x04 \x01(\r\x12\x10\n\x08\x64raining\x18\x05 \x01(\x08\"\x13\n\x11ListModelsRequest\"c\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x13\n\x0bmax_context\x18\x03 \x01(\r\x12\x0e\n\x06\x65ngine\x18\x04 \x01(\t\x12\x12\n\nvocabulary\x18\x05 \x01(\t\":\n\x12ListModelsResponse\x12$\n\x06models\x18\x01 \x03(\x0b\x32\x14.tandem.v1.ModelInfo*x\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x17\n\x13\x46INISH_REASON_ABORT\x10\x03\x32\x93\x02\n\tInference\x12\x42\n\x08Generate\x12\x1a.tandem.v1.GenerateRequest\x1a\x18.tandem.v1.GenerateChunk0\x01\x12:\n\x05\x41\x62ort\x12\x17.tandem.v1.AbortRequest\x1a\x18.tandem.v1.AbortResponse\x12;\n\x07GetLoad\x12\x19.tandem.v1.GetLoadRequest\x1a\x15.tandem.v1.LoadReport\x12I\n\nListModels\x12\x1c.tandem.v1.ListModelsRequest\x1a\x1d.tandem.v1.ListModelsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19tandem/v1/inference.proto\x12\ttandem.v1\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"8\n\x0c\x43hatMessages\x12(\n\x08messages\x18\x01 \x03(\x0b\x32\x16.tandem.v1.ChatMessage\"\xdc\x01\n\x0eSamplingParams\x12\x18\n\x0btemperature\x18\x01 \x01(\x02H\x00\x88\x01\x01\x12\x12\n\x05top_p\x18\x02 \x01(\x02H\x01\x88\x01\x01\x12\x12\n\x05top_k\x18\x03 \x01(\x05H\x02\x88\x01\x01\x12\x17\n\nmax_tokens\x18\x04 \x01(\rH\x03\x88\x01\x01\x12\x0c\n\x04stop\x18\x05 \x03(\t\x12\x11\n\x04seed\x18\x06 \x01(\x04H\x04\x88\x01\x01\x12\x12\n\nignore_eos\x18\x07 \x01(\x08\x42\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x08\n\x06_top_kB\r\n\x0b_max_tokensB\x07\n\x05_seed\"\x96\x02\n\x0fGenerateRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x0e\n\x06tenant\x18\x04 \x01(\t\x12\'\n\x04\x63hat\x18\x05 \x01(\x0b\x32\x17.tandem.v1.ChatMessagesH\x00\x12\x10\n\x06prompt\x18\x06 \x01(\tH\x00\x12\x18\n\x10\x61ssistant_prefix\x18\x07 \x01(\t\x12+\n\x08sampling\x18\x08 \x01(\x0b\x32\x19.tandem.v1.SamplingParams\x12.\n\rprefix_tokens\x18\t \x01(\x0b\x32\x17.tandem.v1.PrefixTokensB\x07\n\x05input\"=\n\x0cPrefixTokens\x12\x12\n\nvocabulary\x18\x01 \x01(\t\x12\x0b\n\x03ids\x18\x02 \x03(\r\x12\x0c\n\x04text\x18\x03 \x01(\t\"P\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\r\x12\x15\n\rcached_tokens\x18\x03 \x01(\r\"\xd9\x01\n\rGenerateChunk\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x11\n\ttoken_ids\x18\x02 \x03(\r\x12\x10\n\x08logprobs\x18\x03 \x03(\x02\x12.\n\rfinish_reason\x18\x04 \x01(\x0e\x32\x17.tandem.v1.FinishReason\x12\x1f\n\x05usage\x18\x05 \x01(\x0b\x32\x10.tandem.v1.Usage\x12\x15\n\rmodel_version\x18\x06 \x01(\t\x12\x12\n\nvocabulary\x18\x07 \x01(\t\x12\x19\n\x11unreleased_tokens\x18\x08 \x01(\r\"2\n\x0c\x41\x62ortRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\" \n\rAbortResponse\x12\x0f\n\x07\x61\x62orted\x18\x01 \x01(\x08\"\x10\n\x0eGetLoadRequest\"m\n\nLoadReport\x12\x0f\n\x07running\x18\x01 \x01(\r\x12\x0f\n\x07waiting\x18\x02 \x01(\r\x12\x16\n\x0ekv_cache_usage\x18\x03 \x01(\x02\x12\x13\n\x0bmax_running\x18\x04 \x01(\r\x12\x10\n\x08\x64raining\x18\x05 \x01(\x08\"\x13\n\x11ListModelsRequest\"c\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x13\n\x0bmax_context\x18\x03 \x01(\r\x12\x0e\n\x06\x65ngine\x18\x04 \x01(\t\x12\x12\n\nvocabulary\x18\x05 \x01(\t\":\n\x12ListModelsResponse\x12$\n\x06models\x18\x01 \x03(\x0b\x32\x14.tandem.v1.ModelInfo*x\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x17\n\x13\x46INISH_REASON_ABORT\x10\x03\x32\x93\x02\n\tInference\x12\x42\n\x08Generate\x12\x1a.tandem.v1.GenerateRequest\x1a\x18.tandem.v1.GenerateChunk0\x01\x12:\n\x05\x41\x62ort\x12\x17.tandem.v1.AbortRequest\x1a\x18.tandem.v1.AbortResponse\x12;\n\x07GetLoad\x12\x19.tandem.v1.GetLoadRequest\x1a\x15.tandem.v1.LoadReport\x12I\n\nListModels\x12\x1c.tandem.v1.ListModelsRequest\x1a\x1d.tandem.v1.ListModelsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tandem.v1.inference_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_FINISHREASON']._serialized_start=1383
-  _globals['_FINISHREASON']._serialized_end=1503
+  _globals['_FINISHREASON']._serialized_start=1410
+  _globals['_FINISHREASON']._serialized_end=1530
   _globals['_CHATMESSAGE']._serialized_start=40
   _globals['_CHATMESSAGE']._serialized_end=84
   _globals['_CHATMESSAGES']._serialized_start=86
@@ -46,21 +46,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_USAGE']._serialized_start=711
   _globals['_USAGE']._serialized_end=791
   _globals['_GENERATECHUNK']._serialized_start=794
-  _globals['_GENERATECHUNK']._serialized_end=984
-  _globals['_ABORTREQUEST']._serialized_start=986
-  _globals['_ABORTREQUEST']._serialized_end=1036
-  _globals['_ABORTRESPONSE']._serialized_start=1038
-  _globals['_ABORTRESPONSE']._serialized_end=1070
-  _globals['_GETLOADREQUEST']._serialized_start=1072
-  _globals['_GETLOADREQUEST']._serialized_end=1088
-  _globals['_LOADREPORT']._serialized_start=1090
-  _globals['_LOADREPORT']._serialized_end=1199
-  _globals['_LISTMODELSREQUEST']._serialized_start=1201
-  _globals['_LISTMODELSREQUEST']._serialized_end=1220
-  _globals['_MODELINFO']._serialized_start=1222
-  _globals['_MODELINFO']._serialized_end=1321
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1323
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1381
-  _globals['_INFERENCE']._serialized_start=1506
-  _globals['_INFERENCE']._serialized_end=1781
+  _globals['_GENERATECHUNK']._serialized_end=1011
+  _globals['_ABORTREQUEST']._serialized_start=1013
+  _globals['_ABORTREQUEST']._serialized_end=1063
+  _globals['_ABORTRESPONSE']._serialized_start=1065
+  _globals['_ABORTRESPONSE']._serialized_end=1097
+  _globals['_GETLOADREQUEST']._serialized_start=1099
+  _globals['_GETLOADREQUEST']._serialized_end=1115
+  _globals['_LOADREPORT']._serialized_start=1117
+  _globals['_LOADREPORT']._serialized_end=1226
+  _globals['_LISTMODELSREQUEST']._serialized_start=1228
+  _globals['_LISTMODELSREQUEST']._serialized_end=1247
+  _globals['_MODELINFO']._serialized_start=1249
+  _globals['_MODELINFO']._serialized_end=1348
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1350
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1408
+  _globals['_INFERENCE']._serialized_start=1533
+  _globals['_INFERENCE']._serialized_end=1808
 # @@protoc_insertion_point(module_scope)
