@@ -4,23 +4,49 @@
                                [--conversations N] [--turns N] [--slow-requests N] [--plot PATH]
 
 Fleet: 4 replicas (``tandem cloud serve``, each its own process) running the *load simulator* engine
-(``cloud_service.engines.simulator``: batching, chunked prefill, a per-replica prefix cache and filler text;
-no model runs, so a 2-core machine can host a fleet) behind one gateway (``tandem cloud gateway``, its own
-process, restarted for each policy), all on loopback with API keys; a fifth replica at half speed stands in
-for the last one in the slow-replica scenario. The client here reads streams with the raw gRPC stub. The
-replicas stay up across scenarios; every scenario's prompts are new text, so none finds another's prefixes in
-a cache. Admission control is set out of the way (``GATEWAY``): the policies alone decide.
+(``cloud_service.engines.simulator``: batching, chunked prefill, KV reservation, a per-replica prefix cache
+and filler text; no model runs, so a 2-core machine can host a fleet) behind one gateway (``tandem cloud
+gateway``, its own process, restarted for each policy), all on loopback with API keys; a fifth replica at
+half speed stands in for the last one in the slow-replica scenario. The client here reads streams with the
+raw gRPC stub. Every scenario's prompts are new text, so none finds another's prefixes in a cache.
+Admission control is set out of the way (``GATEWAY``): the policies alone decide.
 
-Simulated replica (``REPLICA``): a batch of up to 16 sequences; a step takes 10 ms + 1 ms per decoding
-sequence + 50 us per prefilled prompt token (4096 prompt tokens per step at most).
+Two replica profiles (each a fleet of its own, started in turn):
+
+- **GPU-like** (``GPU_REPLICA``, the headline): a 7-8B model (Llama-3-8B: 32 layers, 8 KV heads of 128) in
+  16-bit weights on one 24 GB GPU (A10G / L4 class, ~600 GB/s, ~65 TFLOP/s fp16 achieved) under vLLM.
+  Decode is memory-bound, so a step costs about the time to read the 16 GB of weights: 30 ms, plus 0.3 ms
+  per sequence (its attention over its KV and its share of the matmuls): *nearly flat in batch size*.
+  Prefill is compute-bound: 2 x 8e9 FLOP per token at ~65 TFLOP/s = 0.25 ms per prompt token, 2048 prompt
+  tokens per step at most (vLLM's chunked-prefill budget on such cards). KV cache: 24 GB x 0.9
+  (gpu_memory_utilization) - 16 GB weights - ~1.5 GB activations and CUDA graphs = ~4 GB, at 128 KiB per
+  token (2 x 32 layers x 8 heads x 128 x 2 bytes) = 32,768 tokens. 256 sequences at most (vLLM's
+  max_num_seqs), which the KV cache never lets it reach here; context 8192. The simulator reserves a
+  sequence's prompt + max_tokens at admission and runs the queue first come, first served, so a long
+  prompt waiting for KV room holds up the queue behind it (vLLM allocates as it decodes and preempts instead,
+  so it packs a little more; the simulator is the conservative side).
+- **compute-bound** (``CPU_REPLICA``, this benchmark's first profile, kept as an extra scenario): a batch of
+  up to 16; a step takes 10 ms + 1 ms per decoding sequence + 50 us per prefilled prompt token (4096 per
+  step at most); 262,144 KV tokens (never binding). A step that grows with the batch makes a replica a
+  processor-sharing server: at 80 % load it runs ~9 of 16 slots and queueing is rare, so the e2e p99 is the
+  service time of the longest answers and no balancer can move it much. The shared-prefix and slow-replica
+  scenarios run on this fleet, at the rates they were first measured at: on the GPU-like profile the
+  chats' uncached prefill alone (~2,400 tokens a turn at 0.25 ms) would exceed its capacity without affinity,
+  which would measure an overload rather than the cache.
 
 Workloads (seeded; open-loop Poisson arrivals, so a slow fleet does not slow the arrivals down):
 
-- **heterogeneous**: prompt and output lengths each log-uniform over a 100x range (40-4000 and 4-400 tokens),
-  at ``--load`` (default 0.8) of the fleet's capacity, computed from the simulator's cost model at a full
-  batch: per replica 1 / (E[output] x step(16) / 16 + E[prompt] x prefill per token). Latencies are measured
-  from each request's scheduled arrival: TTFT (first chunk) and e2e (last chunk). Every policy gets the same
-  arrivals.
+- **heterogeneous**: prompt and output lengths each log-uniform over a 100x range (40-4000 and 4-400 tokens;
+  means 860 and 86), at ``--load`` (default 0.8) of the fleet's capacity. The capacity is computed from the
+  profile's cost model under each of its limits, and the lowest binds (``capacity``; per replica, with P, O
+  a request's prompt and output tokens, s0 + s1 x n + p x prefilled the step time, C the prefill chunk):
+  *batch*: 1 / (E[O] x (s0 + s1 x max_running) / max_running + E[P] x p), every step at a full batch;
+  *KV cache*: each request adds c = s1 x E[O] + p x E[P] of step time, so at rate r a step lasts
+  s0 / (1 - r x c); a request holds P + O KV tokens for about O + P / C steps, and by Little's law the cache
+  fills at r x step x E[(P + O)(O + P / C)] = KV tokens, so r = KV / (s0 x E[(P + O)(O + P / C)] + KV x c).
+  The GPU-like profile is KV-bound (12.3 req/s for the fleet against 16.0 for its batch); the compute-bound
+  one batch-bound (21.9 against 30.2). Latencies are measured from each request's scheduled arrival: TTFT
+  (first chunk) and e2e (last chunk). Every policy gets the same arrivals.
 - **shared prefix**: multi-turn chats. Each conversation has its own long context (a system prompt plus a
   document, 1500-3000 tokens) and ``--turns`` turns of 20-60 new tokens, each sent once the previous answer
   (16-64 tokens) arrived plus a think time (exponential, mean 0.5 s), its history holding the answers as
@@ -29,14 +55,21 @@ Workloads (seeded; open-loop Poisson arrivals, so a slow fleet does not slow the
   speed (3.5 replicas' capacity), under round-robin and P2C: what load-blind routing costs when replicas
   differ (an older GPU, a noisy neighbour).
 
+The **no-queueing floor** (``floor``) is each request's latency had it run alone on an idle replica (its
+prefill chunks, then one-sequence decode steps; from the cost model, not measured), as percentiles: no
+balancer can beat it, and the gap between it and round-robin is all that balancing could ever win.
+
 Reported (``--json`` prints one object): per policy ``ttft_p50_ms``, ``ttft_p99_ms``, ``e2e_p50_ms``,
-``e2e_p99_ms``, ``throughput_tps`` (completion tokens / (first arrival -> last token)) and ``errors``;
-``p2c_vs_rr_p99_ratio`` = P2C e2e p99 / round-robin e2e p99; for the shared-prefix workload the same figures
-under ``prefix``, ``prefix_ttft_p50_gain`` = P2C TTFT p50 / P2C+affinity TTFT p50 and
+``e2e_p99_ms``, ``throughput_tps`` (completion tokens / (first arrival -> last token)) and ``errors``, under
+``policies`` (GPU-like) and ``compute_bound.policies``; ``p2c_vs_rr_p99_ratio`` = P2C e2e p99 / round-robin
+e2e p99 on the GPU-like fleet and ``compute_bound_p2c_vs_rr_p99_ratio``; ``floor`` and ``compute_bound.floor``;
+each profile's ``capacity`` (every limit's rate and which binds); for the shared-prefix workload the same
+figures under ``prefix``, ``prefix_ttft_p50_gain`` = P2C TTFT p50 / P2C+affinity TTFT p50 and
 ``prefix_ttft_p99_ms`` with and without affinity; ``slow_replica`` and ``slow_replica_p2c_vs_rr_p99_ratio``.
 Goals (fleet issue): ``p2c_vs_rr_p99_ratio <= 0.5``; ``prefix_ttft_p50_gain >= 2`` with the affinity TTFT p99
 no higher than P2C's. A latency-percentile plot (PNG) goes to ``--plot``. ``--quick`` is a smoke run
-(in-process servers, a few short requests, seconds; figures meaningless). A full run takes about 5 minutes.
+(in-process servers, a few short requests, every time ``QUICK_SPEEDUP`` x faster, seconds; figures
+meaningless). A full run takes about 9 minutes.
 """
 
 from __future__ import annotations
@@ -64,8 +97,10 @@ import grpc
 from rich.console import Console
 from rich.table import Table
 
+from cloud_service.engines.simulator import count_tokens, render
 from cloud_service.wire.v1 import inference_pb2 as pb
 from cloud_service.wire.v1 import inference_pb2_grpc
+from edge_runtime import GenerationRequest, Message
 
 REPLICAS = 4
 POLICIES = ("round_robin", "least_loaded", "p2c", "p2c_affinity")
@@ -75,10 +110,17 @@ SLOW_SPEED = 0.5
 """The slow-replica scenario's odd replica runs at this fraction of the others' speed."""
 MODEL = "sim"
 CALLER_KEY, GATEWAY_KEY = "tdm_fleet_bench_caller", "tdm_fleet_bench_gateway"
-REPLICA = {"max_running": 16, "decode_step_s": 0.010, "decode_s_per_sequence": 0.001,
-           "prefill_s_per_token": 0.00005, "prefill_chunk_tokens": 4096, "kv_capacity_tokens": 262_144,
-           "prefix_cache_tokens": 131_072, "context_length": 16_384}
-QUICK_REPLICA = REPLICA | {"decode_step_s": 0.002, "decode_s_per_sequence": 0.0002, "prefill_s_per_token": 0.00001}
+GPU_REPLICA = {"max_running": 256, "decode_step_s": 0.030, "decode_s_per_sequence": 0.0003,
+               "prefill_s_per_token": 0.00025, "prefill_chunk_tokens": 2048, "kv_capacity_tokens": 32_768,
+               "prefix_cache_tokens": 32_768, "context_length": 8192}
+"""A 7-8B model in 16-bit weights on one 24 GB GPU (A10G/L4 class) under vLLM; see the module docstring."""
+CPU_REPLICA = {"max_running": 16, "decode_step_s": 0.010, "decode_s_per_sequence": 0.001,
+               "prefill_s_per_token": 0.00005, "prefill_chunk_tokens": 4096, "kv_capacity_tokens": 262_144,
+               "prefix_cache_tokens": 131_072, "context_length": 16_384}
+"""The compute-bound profile (the first version of this benchmark): step time grows with the batch."""
+QUICK_SPEEDUP = 5
+"""``--quick`` runs every time in a profile's cost model this many times faster."""
+PROFILES = {"gpu": GPU_REPLICA, "compute_bound": CPU_REPLICA}
 
 
 @dataclass(frozen=True)
@@ -133,16 +175,48 @@ def heterogeneous(workload: Workload, count: int, rate: float, seed: int) -> lis
     return arrivals
 
 
-def capacity_rps(workload: Workload, replica: dict[str, Any]) -> float:
-    """Requests per second the fleet finishes at a full batch (the simulator's cost model)."""
-    def mean(low: int, high: int) -> float:
-        return (high - low) / math.log(high / low)
+def _log_uniform_moments(low: int, high: int) -> tuple[float, float]:
+    """E[X] and E[X^2] of a length drawn log-uniformly from [low, high]."""
+    span = math.log(high / low)
+    return (high - low) / span, (high * high - low * low) / (2 * span)
 
-    batch = replica["max_running"]
-    step = replica["decode_step_s"] + replica["decode_s_per_sequence"] * batch
-    per_request = (mean(*workload.output_tokens) * step / batch
-                   + mean(*workload.prompt_tokens) * replica["prefill_s_per_token"])
-    return REPLICAS / per_request
+
+def capacity(workload: Workload, replica: dict[str, Any]) -> dict[str, Any]:
+    """Requests per second the fleet finishes under each limit of the replica's cost model (heterogeneous
+    workload); the lowest binds (see the module docstring for the derivation)."""
+    prompt, prompt_sq = _log_uniform_moments(*workload.prompt_tokens)
+    output, output_sq = _log_uniform_moments(*workload.output_tokens)
+    s0, s1, p = replica["decode_step_s"], replica["decode_s_per_sequence"], replica["prefill_s_per_token"]
+    batch, chunk = replica["max_running"], replica["prefill_chunk_tokens"]
+    batch_bound = 1 / (output * (s0 + s1 * batch) / batch + prompt * p)
+    step_time_per_request = s1 * output + p * prompt
+    kv_token_steps = prompt_sq / chunk + prompt * output * (1 + 1 / chunk) + output_sq  # E[(P + O)(O + P/chunk)]
+    kv_bound = replica["kv_capacity_tokens"] / (s0 * kv_token_steps
+                                                 + replica["kv_capacity_tokens"] * step_time_per_request)
+    bounds = {"batch": REPLICAS * batch_bound, "kv_cache": REPLICAS * kv_bound}
+    binding = min(bounds, key=bounds.__getitem__)
+    return {"rps": bounds[binding], "binding": binding, "bounds_rps": bounds}
+
+
+def alone(prompt_tokens: int, output_tokens: int, replica: dict[str, Any]) -> tuple[float, float]:
+    """(TTFT, e2e) in seconds of one request on an idle replica: its prefill chunks, then one-sequence steps."""
+    ttft, left = 0.0, prompt_tokens
+    while left > 0:
+        take = min(replica["prefill_chunk_tokens"], left)
+        ttft += replica["decode_step_s"] + replica["prefill_s_per_token"] * take
+        left -= take
+    return ttft, ttft + (output_tokens - 1) * (replica["decode_step_s"] + replica["decode_s_per_sequence"])
+
+
+def floor(arrivals: Sequence[Arrival], replica: dict[str, Any]) -> dict[str, Any]:
+    """The no-queueing floor: percentiles of each request's latency had it run alone on an idle replica (what
+    no balancer can beat: it would need a replica per request)."""
+    times = [alone(count_tokens(render(GenerationRequest(messages=[Message("user", _text("x", a.prompt_tokens))]))),
+                   a.output_tokens, replica) for a in arrivals]
+    ttft, e2e = [t for t, _ in times], [e for _, e in times]
+    return {"ttft_p50_ms": percentile(ttft, 50) * 1000, "ttft_p99_ms": percentile(ttft, 99) * 1000,
+            "e2e_p50_ms": percentile(e2e, 50) * 1000, "e2e_p99_ms": percentile(e2e, 99) * 1000,
+            "e2e_percentiles_ms": {str(q): percentile(e2e, q) * 1000 for q in PERCENTILES}}
 
 
 @dataclass(frozen=True)
@@ -336,9 +410,9 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
             process.wait()
 
 
-def _slow(replica: dict[str, Any]) -> dict[str, Any]:
-    """The same replica at half speed (every time in its cost model doubled)."""
-    return replica | {k: 2 * replica[k] for k in ("decode_step_s", "decode_s_per_sequence", "prefill_s_per_token")}
+def _scaled(replica: dict[str, Any], speed: float) -> dict[str, Any]:
+    """The same replica at ``speed`` times its speed (every time in its cost model divided by it)."""
+    return replica | {k: replica[k] / speed for k in ("decode_step_s", "decode_s_per_sequence", "prefill_s_per_token")}
 
 
 class ProcessFleet:
@@ -352,7 +426,7 @@ class ProcessFleet:
 
     async def start(self) -> None:
         configs = []
-        for name, options in (("replica", self.replica), ("slow-replica", _slow(self.replica))):
+        for name, options in (("replica", self.replica), ("slow-replica", _scaled(self.replica, SLOW_SPEED))):
             configs.append(self.work / f"{name}.toml")
             configs[-1].write_text(_replica_toml(options))
         started = await asyncio.gather(*(
@@ -390,7 +464,7 @@ class InProcessFleet(ProcessFleet):
         from cloud_service.server import ReplicaServer
 
         self.servers = [ReplicaServer(parse_config(tomllib.loads(_replica_toml(options)), self.work))
-                        for options in [self.replica] * REPLICAS + [_slow(self.replica)]]
+                        for options in [self.replica] * REPLICAS + [_scaled(self.replica, SLOW_SPEED)]]
         self.addresses = [f"127.0.0.1:{await server.start()}" for server in self.servers]
 
     @contextlib.asynccontextmanager
@@ -418,28 +492,39 @@ class InProcessFleet(ProcessFleet):
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
-    """Latency percentiles per policy (e2e and TTFT, heterogeneous workload; TTFT, shared prefix) as a PNG."""
+    """Latency percentiles per policy, with the no-queueing floor dashed, as a PNG: e2e and TTFT of the
+    heterogeneous workload on each profile, TTFT of the shared-prefix chats, e2e with one slow replica."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(2, 2, figsize=(12, 8.5))
-    panels = [(axes[0][0], result["policies"], "e2e_percentiles_ms", "heterogeneous: end-to-end latency"),
-              (axes[0][1], result["policies"], "ttft_percentiles_ms", "heterogeneous: time to first token"),
-              (axes[1][0], result["prefix"], "ttft_percentiles_ms", "shared-prefix chats: time to first token"),
-              (axes[1][1], result["slow_replica"], "e2e_percentiles_ms",
-               "one replica at half speed: end-to-end latency")]
+    figure, axes = plt.subplots(2, 3, figsize=(17, 8.5))
+    gpu, compute = result, result["compute_bound"]
+    panels = [
+        (axes[0][0], gpu["policies"], gpu["floor"], "e2e_percentiles_ms", "GPU-like, heterogeneous: end-to-end"),
+        (axes[0][1], gpu["policies"], None, "ttft_percentiles_ms", "GPU-like, heterogeneous: time to first token"),
+        (axes[0][2], compute["policies"], compute["floor"], "e2e_percentiles_ms",
+         "compute-bound, heterogeneous: end-to-end"),
+        (axes[1][0], compute["policies"], None, "ttft_percentiles_ms",
+         "compute-bound, heterogeneous: time to first token"),
+        (axes[1][1], result["prefix"], None, "ttft_percentiles_ms", "compute-bound, shared-prefix chats: TTFT"),
+        (axes[1][2], result["slow_replica"], compute["slow_floor"], "e2e_percentiles_ms",
+         "compute-bound, one replica at half speed: e2e"),
+    ]
     positions = range(len(PERCENTILES))
-    for axis, rows, key, title in panels:
+    for axis, rows, floor_row, key, title in panels:
         for name, row in rows.items():
             axis.plot(positions, [row[key][str(q)] for q in PERCENTILES], marker="o", label=name)
+        if floor_row is not None:
+            axis.plot(positions, [floor_row[key][str(q)] for q in PERCENTILES], linestyle="--", color="black",
+                      label="alone on an idle replica")
         axis.set_xticks(list(positions), [f"p{q:g}" for q in PERCENTILES])
         axis.set_yscale("log")
         axis.set_ylabel("ms")
-        axis.set_title(title)
+        axis.set_title(title, fontsize=10)
         axis.grid(True, which="both", alpha=0.3)
-        axis.legend()
+        axis.legend(fontsize=8)
     figure.suptitle(f"gateway policies, {REPLICAS} simulated replicas at {result['workload']['load']:.0%} of "
                     "capacity (benchmarks/fleet.py)")
     figure.tight_layout()
@@ -454,51 +539,60 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
 
 async def measure(options: argparse.Namespace, log: Any) -> dict[str, Any]:
-    replica, workload = (QUICK_REPLICA, QUICK) if options.quick else (REPLICA, FULL)
-    capacity = capacity_rps(workload, replica)
-    rate = options.load * capacity
-    arrivals = heterogeneous(workload, options.requests, rate, options.seed)
-    slow_rate = options.load * capacity * (REPLICAS - 1 + SLOW_SPEED) / REPLICAS
-    slow_arrivals = heterogeneous(workload, options.slow_requests, slow_rate, options.seed + 1)
-    chat_rate = options.conversations / (options.requests / rate)  # conversations start over a similar span
-    chats = conversations(workload, options.conversations, options.turns, chat_rate, options.seed)
+    workload = QUICK if options.quick else FULL
+    profiles = {name: _scaled(replica, QUICK_SPEEDUP) if options.quick else replica
+                for name, replica in PROFILES.items()}
 
     def report(name: str, row: dict[str, Any]) -> None:
-        log(f"{name:>24}: TTFT p50 {row['ttft_p50_ms']:.0f} ms, p99 {row['ttft_p99_ms']:.0f} ms; e2e p99 "
+        log(f"{name:>34}: TTFT p50 {row['ttft_p50_ms']:.0f} ms, p99 {row['ttft_p99_ms']:.0f} ms; e2e p99 "
             f"{row['e2e_p99_ms']:.0f} ms; {row['throughput_tps']:.0f} tok/s; {row['errors']} errors")
 
+    async def heterogeneous_runs(fleet: ProcessFleet, profile: str, arrivals: list[Arrival]) -> dict[str, Any]:
+        rows: dict[str, Any] = {}
+        for policy in POLICIES:
+            async with fleet.gateway(policy) as target:
+                rows[policy] = summarize(await run_heterogeneous(target, arrivals, f"het-{profile}-{policy}"))
+            report(f"{profile}, {policy}", rows[policy])
+        return rows
+
+    scenarios: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="tandem-fleet-") as work:
-        fleet = (InProcessFleet if options.quick else ProcessFleet)(Path(work), replica)
-        await fleet.start()
-        try:
-            policies: dict[str, Any] = {}
-            for policy in POLICIES:
-                async with fleet.gateway(policy) as target:
-                    policies[policy] = summarize(await run_heterogeneous(target, arrivals, f"het-{policy}"))
-                report(policy, policies[policy])
-            prefix: dict[str, Any] = {}
-            for policy in PREFIX_POLICIES:
-                async with fleet.gateway(policy) as target:
-                    prefix[policy] = summarize(await run_conversations(target, chats, f"chat-{policy}"))
-                report(f"chats, {policy}", prefix[policy])
-            slow: dict[str, Any] = {}
-            for policy in SLOW_POLICIES:
-                async with fleet.gateway(policy, slow=True) as target:
-                    slow[policy] = summarize(await run_heterogeneous(target, slow_arrivals, f"slow-{policy}"))
-                report(f"one slow replica, {policy}", slow[policy])
-        finally:
-            await fleet.stop()
-    ratio = policies["p2c"]["e2e_p99_ms"] / policies["round_robin"]["e2e_p99_ms"]
+        for profile, replica in profiles.items():
+            limits = capacity(workload, replica)
+            rate = options.load * limits["rps"]
+            arrivals = heterogeneous(workload, options.requests, rate, options.seed)
+            scenario: dict[str, Any] = {"replica": replica, "capacity": limits, "rate_rps": rate,
+                                        "floor": floor(arrivals, replica)}
+            folder = Path(work) / profile
+            folder.mkdir()
+            fleet = (InProcessFleet if options.quick else ProcessFleet)(folder, replica)
+            await fleet.start()
+            try:
+                scenario["policies"] = await heterogeneous_runs(fleet, profile, arrivals)
+                if profile == "compute_bound":  # the chats and the slow replica: see the module docstring
+                    await extra_scenarios(fleet, options, workload, rate, scenario, report)
+            finally:
+                await fleet.stop()
+            scenario["p2c_vs_rr_p99_ratio"] = (scenario["policies"]["p2c"]["e2e_p99_ms"]
+                                               / scenario["policies"]["round_robin"]["e2e_p99_ms"])
+            scenarios[profile] = scenario
+    gpu, compute = scenarios["gpu"], scenarios["compute_bound"]
+    prefix, slow = compute.pop("prefix"), compute.pop("slow_replica")
+    ratio = gpu["p2c_vs_rr_p99_ratio"]
     gain = prefix["p2c"]["ttft_p50_ms"] / prefix["p2c_affinity"]["ttft_p50_ms"]
     p99 = {"p2c": prefix["p2c"]["ttft_p99_ms"], "p2c_affinity": prefix["p2c_affinity"]["ttft_p99_ms"]}
     return {
-        "fleet": {"replicas": REPLICAS, "replica": replica, "gateway": GATEWAY, "processes": not options.quick},
-        "workload": {"requests": options.requests, "load": options.load, "capacity_rps": capacity,
-                     "rate_rps": rate, **dataclasses.asdict(workload), "conversations": options.conversations,
-                     "turns": options.turns, "slow_requests": options.slow_requests, "slow_rate_rps": slow_rate,
+        "fleet": {"replicas": REPLICAS, "replica": gpu["replica"], "gateway": GATEWAY, "processes": not options.quick},
+        "workload": {"requests": options.requests, "load": options.load, "capacity_rps": gpu["capacity"]["rps"],
+                     "capacity": gpu["capacity"], "rate_rps": gpu["rate_rps"], **dataclasses.asdict(workload),
+                     "conversations": options.conversations, "turns": options.turns,
+                     "slow_requests": options.slow_requests, "slow_rate_rps": compute.pop("slow_rate_rps"),
                      "seed": options.seed},
-        "policies": policies,
+        "policies": gpu["policies"],
+        "floor": gpu["floor"],
         "p2c_vs_rr_p99_ratio": ratio,
+        "compute_bound": compute,
+        "compute_bound_p2c_vs_rr_p99_ratio": compute["p2c_vs_rr_p99_ratio"],
         "prefix": prefix,
         "prefix_ttft_p50_gain": gain,
         "prefix_ttft_p99_ms": p99,
@@ -509,6 +603,29 @@ async def measure(options: argparse.Namespace, log: Any) -> dict[str, Any]:
             "prefix_ttft_p50_gain": gain >= GOALS["prefix_ttft_p50_gain_min"] and p99["p2c_affinity"] <= p99["p2c"],
         }},
     }
+
+
+async def extra_scenarios(fleet: ProcessFleet, options: argparse.Namespace, workload: Workload, rate: float,
+                          scenario: dict[str, Any], report: Any) -> None:
+    """The shared-prefix chats and the slow-replica scenario (on the compute-bound fleet), into ``scenario``."""
+    replica = scenario["replica"]
+    chat_rate = options.conversations / (options.requests / rate)  # conversations start over a similar span
+    chats = conversations(workload, options.conversations, options.turns, chat_rate, options.seed)
+    slow_rate = rate * (REPLICAS - 1 + SLOW_SPEED) / REPLICAS
+    slow_arrivals = heterogeneous(workload, options.slow_requests, slow_rate, options.seed + 1)
+    prefix: dict[str, Any] = {}
+    for policy in PREFIX_POLICIES:
+        async with fleet.gateway(policy) as target:
+            prefix[policy] = summarize(await run_conversations(target, chats, f"chat-{policy}"))
+        report(f"chats, {policy}", prefix[policy])
+    slow: dict[str, Any] = {}
+    for policy in SLOW_POLICIES:
+        async with fleet.gateway(policy, slow=True) as target:
+            slow[policy] = summarize(await run_heterogeneous(target, slow_arrivals, f"slow-{policy}"))
+        report(f"one slow replica, {policy}", slow[policy])
+    # the floor of a request is on a full-speed replica: the best place any balancer could have sent it
+    scenario.update(prefix=prefix, slow_replica=slow, slow_rate_rps=slow_rate,
+                    slow_floor=floor(slow_arrivals, replica))
 
 
 def main() -> None:
@@ -536,21 +653,28 @@ def main() -> None:
         print(json.dumps(result, indent=2))
         return
     table = Table(title=f"{REPLICAS} simulated replicas, heterogeneous load at {options.load:.0%} of capacity")
-    for column in ("policy", "TTFT p50", "TTFT p99", "e2e p50", "e2e p99", "tok/s", "errors"):
+    for column in ("scenario, policy", "TTFT p50", "TTFT p99", "e2e p50", "e2e p99", "tok/s", "errors"):
         table.add_column(column, justify="right", no_wrap=True)
-    rows = [*result["policies"].items(), *((f"chats, {k}", v) for k, v in result["prefix"].items()),
+    compute = result["compute_bound"]
+    rows = [*((f"GPU-like, {k}", v) for k, v in result["policies"].items()),
+            ("GPU-like, alone (floor)", result["floor"]),
+            *((f"compute-bound, {k}", v) for k, v in compute["policies"].items()),
+            ("compute-bound, alone (floor)", compute["floor"]),
+            *((f"chats, {k}", v) for k, v in result["prefix"].items()),
             *((f"1 slow, {k}", v) for k, v in result["slow_replica"].items())]
     for name, row in rows:
         table.add_row(name, f"{row['ttft_p50_ms']:.0f} ms", f"{row['ttft_p99_ms']:.0f} ms",
-                      f"{row['e2e_p50_ms']:.0f} ms", f"{row['e2e_p99_ms']:.0f} ms", f"{row['throughput_tps']:.0f}",
-                      str(row["errors"]))
+                      f"{row['e2e_p50_ms']:.0f} ms", f"{row['e2e_p99_ms']:.0f} ms",
+                      f"{row['throughput_tps']:.0f}" if "throughput_tps" in row else "",
+                      str(row.get("errors", "")))
     console = Console(width=max(Console().width, 110))
     console.print(table)
     p99 = result["prefix_ttft_p99_ms"]
-    console.print(f"P2C / round-robin e2e p99: {result['p2c_vs_rr_p99_ratio']:.2f} (goal <= 0.5; with one replica "
-                    f"at half speed: {result['slow_replica_p2c_vs_rr_p99_ratio']:.2f}); prefix affinity "
-                    f"TTFT p50 gain: {result['prefix_ttft_p50_gain']:.1f} x (goal >= 2), TTFT p99 "
-                    f"{p99['p2c_affinity']:.0f} ms vs {p99['p2c']:.0f} ms without; plot: {result['plot']}")
+    console.print(f"P2C / round-robin e2e p99: {result['p2c_vs_rr_p99_ratio']:.2f} GPU-like (goal <= 0.5), "
+                  f"{result['compute_bound_p2c_vs_rr_p99_ratio']:.2f} compute-bound, "
+                  f"{result['slow_replica_p2c_vs_rr_p99_ratio']:.2f} with one replica at half speed; prefix "
+                  f"affinity TTFT p50 gain: {result['prefix_ttft_p50_gain']:.1f} x (goal >= 2), TTFT p99 "
+                  f"{p99['p2c_affinity']:.0f} ms vs {p99['p2c']:.0f} ms without; plot: {result['plot']}")
 
 
 if __name__ == "__main__":

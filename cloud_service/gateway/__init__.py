@@ -1,7 +1,8 @@
 """The LLM-aware gateway: the Inference API in front of N replicas.
 
     membership.py   static list or DNS discovery, grpc.health.v1 checks, ejection and re-admission, draining
-    load.py         GetLoad polled on a short interval, adjusted by the gateway's own in-flight counts
+    load.py         GetLoad polled on a short interval, combined with the gateway's own requests' work
+    work.py         what the gateway's requests still cost a replica (prompt until the first chunk, tokens left)
     balancing.py    round_robin, least_loaded, p2c, p2c_affinity (prefix affinity with an imbalance guard)
     breaker.py      per-replica circuit breaker (outlier detection on consecutive failures)
     versions.py     model versions side by side: pinned versions, weighted canary split changeable at run time

@@ -1,7 +1,8 @@
 """Which replica gets a request: the balancing policies and prefix affinity.
 
 - ``round_robin``: each candidate in turn (blind to load; the baseline).
-- ``least_loaded``: the lowest utilization (``load.utilization``), ties broken at random.
+- ``least_loaded``: the lowest utilization (``load.utilization``: requests weighted by what they still cost the
+  replica, over what it can run at once), ties broken at random.
 - ``p2c``: power of two choices: the less loaded of two candidates drawn at random. Nearly as good as
   least-loaded with fresh loads, and better with stale ones (it does not herd every request to the one
   replica that looked idle at the last poll).

@@ -1,11 +1,26 @@
-"""Live load of each replica: ``GetLoad`` polled on a short interval, adjusted by the gateway's own in-flight
-counts so that requests sent since the last report count at once.
+"""Live load of each replica: ``GetLoad`` polled on a short interval, combined with what the gateway knows
+of its own requests there (``work``: their prompts until the first chunk, the tokens they still have to
+generate), so that requests sent since the last report count at once, each by what it will cost.
 
-    outstanding = max(in-flight here, running + waiting (reported) + in-flight here - in-flight at the report)
-    utilization = max(outstanding / max_running, kv_cache_usage)
+    load        = work of the gateway's requests / mean request cost               (in average requests)
+                + max(0, running + waiting (reported) - gateway's in-flight at the report)
+                                                                         (requests other callers sent it)
+    batch       = min(max_running, KV-limited batch)
+    utilization = load / batch
+
+The *KV-limited batch* is how many sequences of the replica's current mix fill its KV cache:
+``running / kv_cache_usage`` from reports where the cache is at least ``KV_BATCH_MIN_USAGE`` full (fewer
+sequences would make it a guess), smoothed over reports (``KV_BATCH_SMOOTHING``). A compute-bound replica
+(a CPU engine, or a GPU whose cache never fills) is limited by ``max_running``; a GPU replica serving long
+prompts is limited by its KV cache long before ``max_num_seqs``, and then 1.0 means a full cache rather
+than a batch it can never run.
 
 Utilization is in batch fractions: 1.0 is a full batch (or a full KV cache); above 1.0 requests queue on the
-replica. A replica is *saturated* when it runs a full batch and ``replica_queue_limit`` or more wait.
+replica. The balancing policies and the affinity imbalance guard compare utilizations. A replica is
+*saturated* (admission control) when it runs a full batch and ``replica_queue_limit`` or more wait, in
+requests, not work:
+
+    outstanding = max(in-flight here, running + waiting (reported) + in-flight here - in-flight at the report)
 """
 
 from __future__ import annotations
@@ -28,6 +43,12 @@ log = logging.getLogger("tandem.gateway")
 
 UNKNOWN_MAX_RUNNING = 16
 """Batch size assumed for a replica that has not reported its load yet."""
+KV_BATCH_MIN_USAGE = 0.25
+"""A report gives a KV-limited batch only when its cache is at least this full (enough sequences to be a mix)."""
+KV_BATCH_MIN_RUNNING = 2
+"""... and runs at least this many sequences."""
+KV_BATCH_SMOOTHING = 0.2
+"""Weight of a new report's KV-limited batch in the smoothed one."""
 LOAD_TIMEOUT_FACTOR = 4
 """A GetLoad call may take this many poll intervals (at least MIN_LOAD_TIMEOUT_S) before it counts as failed."""
 MIN_LOAD_TIMEOUT_S = 0.5
@@ -42,6 +63,8 @@ class LoadSnapshot:
     inflight_at_report: int
     """The gateway's own in-flight count on the replica when the report arrived."""
     at: float
+    kv_batch: float | None = None
+    """Sequences of the current mix that fill the KV cache (smoothed over reports); None until measured."""
 
 
 def outstanding(replica: Replica) -> float:
@@ -57,10 +80,32 @@ def capacity(replica: Replica) -> int:
     return max(1, load.max_running) if load is not None else UNKNOWN_MAX_RUNNING
 
 
-def utilization(replica: Replica) -> float:
+def weighted_load(replica: Replica) -> float:
+    """The replica's load in average requests: the gateway's own by their work, other callers' by count."""
     load = replica.load
-    kv = load.kv_cache_usage if load is not None else 0.0
-    return max(outstanding(replica) / capacity(replica), kv)
+    others = max(0, load.running + load.waiting - load.inflight_at_report) if load is not None else 0
+    return replica.work.requests + others
+
+
+def batch(replica: Replica) -> float:
+    """Sequences the replica can run at once: its batch, or fewer when its KV cache fills first."""
+    load = replica.load
+    if load is not None and load.kv_batch is not None:
+        return max(1.0, min(float(capacity(replica)), load.kv_batch))
+    return float(capacity(replica))
+
+
+def utilization(replica: Replica) -> float:
+    return weighted_load(replica) / batch(replica)
+
+
+def kv_batch(report: pb.LoadReport, previous: LoadSnapshot | None) -> float | None:
+    """The smoothed KV-limited batch after ``report`` (see the module docstring)."""
+    before = previous.kv_batch if previous is not None else None
+    if report.kv_cache_usage < KV_BATCH_MIN_USAGE or report.running < KV_BATCH_MIN_RUNNING:
+        return before
+    measured = report.running / report.kv_cache_usage
+    return measured if before is None else before + KV_BATCH_SMOOTHING * (measured - before)
 
 
 def saturated(replica: Replica, queue_limit: int) -> bool:
@@ -95,7 +140,7 @@ class LoadTracker:
         # the report, and counting them twice would herd traffic away; the max() in outstanding() covers those
         # that were not.
         replica.load = LoadSnapshot(report.running, report.waiting, report.max_running, report.kv_cache_usage,
-                                    replica.inflight, self._clock())
+                                    replica.inflight, self._clock(), kv_batch(report, replica.load))
         if report.draining:
             self._on_draining(replica)
 

@@ -30,6 +30,7 @@ from cloud_service import keepalive
 from cloud_service.gateway.breaker import CircuitBreaker
 from cloud_service.gateway.config import GatewaySettings, ReplicaTls
 from cloud_service.gateway.load import LoadSnapshot
+from cloud_service.gateway.work import CostScale, ReplicaWork
 from cloud_service.wire.v1 import inference_pb2 as pb
 from cloud_service.wire.v1 import inference_pb2_grpc
 
@@ -73,6 +74,8 @@ class Replica:
     inflight: int = 0
     """Streams the gateway runs on this replica now."""
     load: LoadSnapshot | None = None
+    work: ReplicaWork = field(default_factory=ReplicaWork)
+    """What the gateway's requests on it still cost (``work``); its scale is shared by the gateway's replicas."""
     failed_checks: int = 0
     problem: str = ""
     """Why the last health check failed ("" once it passes): told to callers when no replica is available."""
@@ -133,6 +136,8 @@ class Membership:
         self._on_change = on_change
         self._clock = clock
         self._check_timeout = min(MAX_CHECK_TIMEOUT_S, max(MIN_CHECK_TIMEOUT_S, settings.health_interval_s))
+        self.cost_scale = CostScale()
+        """The mean cost of a routed request, shared by every replica's work (``work``)."""
         self._tasks: set[asyncio.Task[None]] = set()
 
     # -- the member list ---------------------------------------------------------------------------------
@@ -160,6 +165,7 @@ class Membership:
                 self.replicas[address] = Replica(
                     address, open_channel(address, self.settings.replica_tls),
                     CircuitBreaker(self.settings.breaker_failures, self.settings.breaker_cooldown_s, self._clock),
+                    work=ReplicaWork(self.cost_scale),
                 )
                 log.info("replica found", extra={"fields": {"replica": address}})
             elif replica.removed:

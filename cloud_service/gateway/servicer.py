@@ -6,8 +6,9 @@ duplicate id -> quota), then tries up to ``max_attempts`` replicas:
 - before the first chunk, a failure another replica could avoid (``retry.retry_reason``) moves the request
   to another replica after a backoff with jitter; the caller's own mistakes are answered as the replica
   answered them;
-- after the first chunk, chunks are forwarded as they come (no per-token work here); a failure ends the
-  stream with UNAVAILABLE and ``tandem-delivered-tokens`` = tokens delivered, so the SDK continues elsewhere;
+- after the first chunk, chunks are forwarded as they come (per chunk, only the replica's work count of the
+  load estimate is updated: ``work``); a failure ends the stream with UNAVAILABLE and
+  ``tandem-delivered-tokens`` = tokens delivered, so the SDK continues elsewhere;
 - the caller cancelling, or its deadline passing, cancels the upstream call (the replica frees the slot).
 
 Upstream, the request carries the gateway's own API key, no tenant, and the id ``<tenant>/<request id>``
@@ -37,6 +38,7 @@ from cloud_service.gateway.membership import Membership, Replica, ReplicaState
 from cloud_service.gateway.metrics import GatewayMetrics
 from cloud_service.gateway.retry import GATEWAY_KEY_REFUSED, backoff_delay, is_replica_fault, retry_reason
 from cloud_service.gateway.routing import NoReplicaError, Plan, Router
+from cloud_service.gateway.work import RequestWork
 from cloud_service.quota import Quotas
 from cloud_service.wire.v1 import inference_pb2 as pb
 from cloud_service.wire.v1 import inference_pb2_grpc
@@ -65,6 +67,8 @@ class Flight:
     """Aborted before the replica knew the request: forward the abort when its first chunk arrives."""
     probe: bool = False
     """The request is the half-open probe of its replica's circuit breaker."""
+    work: RequestWork | None = None
+    """Its part of its replica's work (the load estimate), while it runs there."""
 
 
 @dataclass
@@ -187,7 +191,7 @@ class GatewayServicer(inference_pb2_grpc.InferenceServicer):
                 return
             tried.append(replica)
             upstream.model_version = plan.version or ""
-            self._take(replica, flight)
+            self._take(replica, flight, upstream)
             call = replica.stub.Generate(upstream, timeout=context.time_remaining(), metadata=self.replica_metadata)
             delivered = 0
             try:
@@ -205,9 +209,13 @@ class GatewayServicer(inference_pb2_grpc.InferenceServicer):
                     return
                 outcome.version = chunk.model_version or plan.version or ""
                 last = chunk
+                work = flight.work
                 try:
                     while chunk is not grpc.aio.EOF:
-                        delivered += len(chunk.token_ids)
+                        tokens = len(chunk.token_ids)
+                        delivered += tokens
+                        if work is not None:
+                            replica.work.received(work, tokens)
                         last = chunk
                         if flight.abort_pending:
                             self._forward_abort(replica, flight)
@@ -255,9 +263,11 @@ class GatewayServicer(inference_pb2_grpc.InferenceServicer):
             self.metrics.retries.labels(reason).inc()
         return not draining
 
-    def _take(self, replica: Replica, flight: Flight) -> None:
+    def _take(self, replica: Replica, flight: Flight, upstream: pb.GenerateRequest) -> None:
         flight.probe = replica.breaker.routed()
         replica.inflight += 1
+        flight.work = RequestWork.of(upstream)
+        replica.work.add(flight.work)
         flight.replica = replica
         self.metrics.inflight.labels(replica.address).inc()
 
@@ -266,6 +276,9 @@ class GatewayServicer(inference_pb2_grpc.InferenceServicer):
             replica.breaker.probe_finished()
             flight.probe = False
         replica.inflight -= 1
+        if flight.work is not None:
+            replica.work.remove(flight.work)
+            flight.work = None
         flight.replica = None
         self.metrics.inflight.labels(replica.address).dec()
         self.router.admission.completed()
