@@ -15,6 +15,8 @@
     replicas = ["10.0.0.5:50051", "10.0.0.6:50051"]   # a static list, or:
     discovery_dns = "tandem-replicas.default.svc.cluster.local:50051"  # every A/AAAA record (headless Service)
     dns_refresh_s = 5.0
+    quota_peers_dns = "tandem-gateway-peers.default.svc.cluster.local:50051"  # optional: the gateways' own
+                                   # headless Service; each of N gateways enforces 1/N of every tenant's quota
     policy = "p2c_affinity"        # round_robin | least_loaded | p2c | p2c_affinity
     load_refresh_s = 0.25          # GetLoad poll interval
     health_interval_s = 1.0        # grpc.health.v1 check interval
@@ -103,6 +105,7 @@ class GatewaySettings:
     replicas: tuple[str, ...] = ()
     discovery_dns: str | None = None
     dns_refresh_s: float = 5.0
+    quota_peers_dns: str | None = None
     policy: str = "p2c_affinity"
     load_refresh_s: float = 0.25
     health_interval_s: float = 1.0
@@ -126,6 +129,8 @@ class GatewaySettings:
             check_address(address, f"gateway.replicas[{index}]")
         if self.discovery_dns:
             check_address(self.discovery_dns, "gateway.discovery_dns")
+        if self.quota_peers_dns is not None:
+            check_address(self.quota_peers_dns, "gateway.quota_peers_dns")
         if self.policy not in POLICIES:
             raise ConfigError(f"gateway.policy must be one of {', '.join(POLICIES)}, got {self.policy!r}")
         for name in ("dns_refresh_s", "load_refresh_s", "health_interval_s", "queue_timeout_s", "breaker_cooldown_s"):
@@ -189,7 +194,7 @@ _GATEWAY_KEYS = {f.name for f in dataclasses.fields(GatewaySettings)} | {"replic
 
 
 _SIMPLE: dict[str, Any] = {
-    "discovery_dns": str, "dns_refresh_s": _NUMBERS, "policy": str, "load_refresh_s": _NUMBERS,
+    "discovery_dns": str, "dns_refresh_s": _NUMBERS, "quota_peers_dns": str, "policy": str, "load_refresh_s": _NUMBERS,
     "health_interval_s": _NUMBERS, "affinity_imbalance": _NUMBERS, "affinity_max_keys": int,
     "replica_queue_limit": int, "max_queue": int, "queue_timeout_s": _NUMBERS, "max_attempts": int,
     "breaker_failures": int, "breaker_cooldown_s": _NUMBERS,

@@ -35,6 +35,7 @@ from cloud_service.gateway.config import GatewayConfig, load_gateway_config
 from cloud_service.gateway.load import LoadTracker
 from cloud_service.gateway.membership import Membership, Replica, ReplicaState
 from cloud_service.gateway.metrics import GatewayMetrics
+from cloud_service.gateway.quota_peers import QuotaPeers
 from cloud_service.gateway.routing import Router
 from cloud_service.gateway.servicer import GatewayServicer
 from cloud_service.gateway.versions import VersionTable
@@ -69,9 +70,12 @@ class GatewayServer:
             on_draining=lambda r: self.membership.mark_draining(r, "GetLoad says draining"),
             on_failure=self.membership.suspect, on_refresh=self.admission.notify,
         )
+        self.quotas = Quotas()
+        self.quota_peers = QuotaPeers(settings.quota_peers_dns, self.quotas, settings.dns_refresh_s) \
+            if settings.quota_peers_dns else None
         self.inference = GatewayServicer(self.router, settings=settings, limits=config.limits, metrics=self.metrics,
-                                         replica_metadata=metadata, quotas=Quotas(), log_prompts=config.log_prompts,
-                                         rng=rng)
+                                         replica_metadata=metadata, quotas=self.quotas,
+                                         log_prompts=config.log_prompts, rng=rng)
         self.metrics.watch(lambda: len(self.admission), self._state_counts)
         self.health = health_aio.HealthServicer()
         keys = None if config.allow_unauthenticated and not config.tenants else KeyRing(config.tenants)
@@ -95,6 +99,8 @@ class GatewayServer:
         """Find and check the replicas once, poll their loads, bind and mark SERVING; returns the port."""
         await self.membership.start()
         await self.loads.poll_all(self.membership.available())
+        if self.quota_peers is not None:
+            await self.quota_peers.refresh()
         address = f"{self.config.host}:{self.config.port}"
         credentials = _credentials(self.config)  # type: ignore[arg-type]
         if credentials is None:
@@ -108,6 +114,8 @@ class GatewayServer:
             loop.create_task(self.membership.run_discovery(), name="tandem-gateway-discovery"),
             loop.create_task(self.loads.run(self.membership.available), name="tandem-gateway-load"),
         ]
+        if self.quota_peers is not None:
+            self._loops.append(loop.create_task(self.quota_peers.run(), name="tandem-gateway-quota-peers"))
         if self.config.metrics_port:
             self.metrics_port = self.metrics.serve(self.config.metrics_port, self.config.host)
         for service in ("", *self.readiness):

@@ -222,6 +222,19 @@ def test_the_gateway_discovers_ready_replicas_through_the_headless_service(folde
 
 
 @pytest.mark.parametrize("folder", KUSTOMIZATIONS)
+def test_the_gateways_split_quotas_among_the_ready_peers_of_their_headless_service(folder, rendered):
+    objects = rendered[folder]
+    peers, gateway = _one(objects, "Service", f"{GATEWAY}-peers"), _one(objects, "Deployment", GATEWAY)
+    assert peers["spec"]["clusterIP"] == "None" and peers["spec"]["publishNotReadyAddresses"] is False
+    assert _selects(peers["spec"]["selector"], gateway["spec"]["template"]["metadata"]["labels"])
+    host, _, port = _gateway_config(objects).gateway.quota_peers_dns.rpartition(":")
+    namespace = _namespace(objects)
+    name = f"{GATEWAY}-peers"
+    assert host in ({name} if namespace is None else {name, f"{name}.{namespace}.svc.cluster.local"})
+    assert int(port) in [p["port"] for p in peers["spec"]["ports"]]
+
+
+@pytest.mark.parametrize("folder", KUSTOMIZATIONS)
 def test_clients_reach_three_spread_gateways_and_disruptions_take_one_at_a_time(folder, rendered):
     objects = rendered[folder]
     gateway = _one(objects, "Deployment", GATEWAY)
@@ -311,7 +324,7 @@ OVERLAY_CONFIG_CHANGES = {
         REPLICA: {("limits", "max_prompt_tokens"), ("limits", "max_tokens"), ("models", "")},
     },
 }
-"""What an overlay's TOML files may change from the base's, besides the gateway's discovery_dns (the namespace)."""
+"""What an overlay's TOML files may change from the base's, besides the gateway's DNS names (the namespace)."""
 
 
 def _flat(data: dict[str, Any]) -> dict[tuple[str, str], Any]:
@@ -323,7 +336,8 @@ def _flat(data: dict[str, Any]) -> dict[tuple[str, str], Any]:
 @pytest.mark.parametrize("folder", KUSTOMIZATIONS[1:])
 @pytest.mark.parametrize("name", [REPLICA, GATEWAY])
 def test_overlay_configs_differ_from_the_base_only_where_they_must(folder, name, rendered):
-    allowed = OVERLAY_CONFIG_CHANGES.get(folder, {}).get(name, set()) | {("gateway", "discovery_dns")}
+    allowed = OVERLAY_CONFIG_CHANGES.get(folder, {}).get(name, set()) | {("gateway", "discovery_dns"),
+                                                                          ("gateway", "quota_peers_dns")}
     base = _flat(_toml(rendered["base"], _one(rendered["base"], "Deployment", name)))
     mine = _flat(_toml(rendered[folder], _one(rendered[folder], "Deployment", name)))
     assert {key for key in base.keys() | mine.keys() if base.get(key) != mine.get(key)} <= allowed

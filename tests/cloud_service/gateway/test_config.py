@@ -86,6 +86,8 @@ def test_flags_override_the_file_and_replicas_replace_discovery(tmp_path):
         (lambda t: t.replace('"10.0.0.6:50051"', '"10.0.0.6"'), r"gateway.replicas\[1\] must be \"host:port\""),
         (lambda t: t.replace("[gateway]\n", '[gateway]\ndiscovery_dns = "x.svc:1"\n'), "set exactly one of"),
         (lambda t: t.replace('replicas = ["10.0.0.5:50051", "10.0.0.6:50051"]', ""), "set exactly one of"),
+        (lambda t: t.replace("[gateway]\n", '[gateway]\nquota_peers_dns = "gateways.svc"\n'),
+         r"gateway.quota_peers_dns must be \"host:port\""),
         (lambda t: t.replace("weight = 95", "weight = 0").replace("weight = 5", "weight = 0"), "sum to 0"),
         (lambda t: t.replace("weight = 5\n", "weight = 5\nshare = 1\n"), r"gateway.versions\[1\]: unknown"),
         (lambda t: t.replace('version = "v2"', 'version = "v1"'), "listed twice"),
