@@ -2,6 +2,7 @@
 
     python -m benchmarks.edge [--json] [--cache DIR] [--rounds N] [--ttft-rounds N] [--threads N] [--quick]
                               [--only "gguf q4_k_m"] [--per-round] [--skip-rss]
+                              [--onnx-decoder auto|genai|loop] [--compare-loop]
 
 What: on the ~100M-parameter benchmark model (random weights) as four signed bundles (GGUF q4_k_m and q8_0
 on llama.cpp, ONNX int4 and int8 on ONNX Runtime): prefill tokens/s, decode tokens/s and time to first token
@@ -15,6 +16,10 @@ library, in the same run:
   id is set to one the model cannot produce, so it runs to max_length like ours with ``ignore_eos``.
   Prompts are tokenized with the bundle's tokenizer.json, as our engine does.
 Every generation's token count is checked, and ``same_tokens`` says whether both sides produced the same ids.
+Our ONNX engine decodes with ``--onnx-decoder`` (EngineOptions.onnx_decoder, whose default it takes: our
+Python KV-cache loop; "genai": onnxruntime-genai's generator stepped by our engine). ``--compare-loop`` adds a
+third side on ONNX backends, our engine with the loop (``onnx_decoder="loop"``), in the same rounds: ``loop_*``
+figures, ``paired_loop_ratio`` (loop / raw) and ``paired_ours_over_loop``; run it with ``--onnx-decoder genai``.
 
 How: a round runs ours and raw once each on the same prompt (~128 tokens; each prompt starts with another
 token than the one before, so neither side reuses more of its KV cache than the BOS token), the side that
@@ -59,6 +64,7 @@ from rich.table import Table
 
 from edge_runtime import EngineOptions, GenerationRequest, LocalEngine, SamplingParams, load_bundle
 from edge_runtime.errors import EdgeRuntimeError
+from edge_runtime.loading import ONNX_DECODERS
 
 BACKENDS = [("gguf", "q4_k_m"), ("gguf", "q8_0"), ("onnx", "int4"), ("onnx", "int8")]
 LEVELS = {"q4": ("gguf q4_k_m", "onnx int4"), "q8": ("gguf q8_0", "onnx int8")}
@@ -329,17 +335,23 @@ class Settings:
     per_round: bool = False
     batch_threads: int | None = None
     """Prefill threads (llama.cpp's n_threads_batch) for both sides; None: ``threads``."""
+    onnx_decoder: str = "loop"
+    """EngineOptions.onnx_decoder of our ONNX engine."""
+    compare_loop: bool = False
+    """ONNX backends: also run our engine with the Python loop (onnx_decoder="loop") in every round."""
 
 
 def alternate(
-    ours: Callable[[str, int], Run], raw: Callable[[str, int], Run], prompts: Iterator[str], rounds: int,
-    new_tokens: int, log: Callable[[str], None],
-) -> tuple[list[tuple[Run, Run]], int, float]:
-    """A warm-up round + ``rounds`` (ours, raw) pairs on one prompt each, alternating which side goes first. A
-    round in which other processes took more than OTHER_CPU_MAX of the cores is discarded and run again (on the
-    next prompt) once the machine is quiet, at most ``2 * rounds`` times. Returns (pairs, discarded, the largest
-    share of the CPU other processes took in a kept round)."""
-    pairs: list[tuple[Run, Run]] = []
+    sides: dict[str, Callable[[str, int], Run]], prompts: Iterator[str], rounds: int, new_tokens: int,
+    log: Callable[[str], None],
+) -> tuple[list[dict[str, Run]], int, float]:
+    """A warm-up round + ``rounds`` rounds of every side on one prompt each, rotating which side goes first
+    (two sides: alternating). A round in which other processes took more than OTHER_CPU_MAX of the cores is
+    discarded and run again (on the next prompt) once the machine is quiet, at most ``2 * rounds`` times.
+    Returns (rounds as {side: run}, discarded, the largest share of the CPU other processes took in a kept
+    round)."""
+    names = list(sides)
+    pairs: list[dict[str, Run]] = []
     discarded, other, cores = 0, 0.0, os.cpu_count() or 1
     wait_for_quiet(log)
     for index, prompt in enumerate(prompts):
@@ -349,10 +361,11 @@ def alternate(
             raise RuntimeError(f"{discarded} rounds were disturbed by other processes; measure again when it is quiet")
         pair = {}
         started = time.perf_counter()
+        turn = index % len(names)
         with OtherCpu() as meter:
-            for side in ("ours", "raw") if index % 2 == 0 else ("raw", "ours"):
+            for side in names[turn:] + names[:turn]:
                 time.sleep(PAUSE)
-                pair[side] = (ours if side == "ours" else raw)(prompt, new_tokens)
+                pair[side] = sides[side](prompt, new_tokens)
         share = meter.seconds / ((time.perf_counter() - started) * cores)
         if pairs and meter.seconds > max(OTHER_CPU_MAX * (time.perf_counter() - started) * cores, OTHER_CPU_FLOOR):
             discarded += 1
@@ -362,7 +375,7 @@ def alternate(
         for side, run in pair.items():
             if len(run.tokens) != new_tokens:
                 raise RuntimeError(f"{side}: generated {len(run.tokens)} tokens instead of {new_tokens}")
-        pairs.append((pair["ours"], pair["raw"]))
+        pairs.append(pair)
         other = max(other, share) if len(pairs) > 1 else 0.0
     return pairs[1:], discarded, other
 
@@ -378,11 +391,17 @@ def bench_backend(
     name: str, bundle: Path, public_key: Any, prompts: Iterator[str], settings: Settings, log: Callable[[str], None]
 ) -> dict[str, Any]:
     """Decode rounds (``new_tokens`` each) and one-token TTFT rounds of our engine and the raw library."""
-    engine = load_bundle(
-        bundle, trusted_keys=[public_key],
-        options=EngineOptions(context_length=settings.context, threads=settings.threads,
-                              batch_threads=settings.batch_threads, lazy=False),
-    )
+    def open_engine(onnx_decoder: str) -> LocalEngine:
+        return load_bundle(
+            bundle, trusted_keys=[public_key],
+            options=EngineOptions(context_length=settings.context, threads=settings.threads,
+                                  batch_threads=settings.batch_threads, lazy=False, onnx_decoder=onnx_decoder),
+        )
+
+    engine = open_engine(settings.onnx_decoder)
+    engines = {"ours": engine}
+    if settings.compare_loop and name.startswith("onnx"):
+        engines["loop"] = open_engine("loop")
     if name.startswith("gguf"):
         raw: RawLlamaCpp | RawGenai = RawLlamaCpp(
             bundle / engine.manifest.model_file, settings.threads, settings.context, settings.batch_threads
@@ -391,17 +410,21 @@ def bench_backend(
         raw = RawGenai(genai_folder(bundle, settings.threads, settings.context), bundle / "tokenizer.json")
     loop = asyncio.new_event_loop()
 
-    def ours(prompt: str, new_tokens: int) -> Run:
-        return loop.run_until_complete(_ours(engine, prompt, new_tokens))
+    def run_engine(side: LocalEngine) -> Callable[[str, int], Run]:
+        return lambda prompt, new_tokens: loop.run_until_complete(_ours(side, prompt, new_tokens))
 
+    sides = {key: run_engine(value) for key, value in engines.items()} | {"raw": raw.run}
     try:
-        pairs, discarded, other = alternate(ours, raw.run, prompts, settings.rounds, settings.new_tokens, log)
-        first_pairs, more_discarded, more_other = alternate(ours, raw.run, prompts, settings.ttft_rounds, 1, log)
+        rounds, discarded, other = alternate(sides, prompts, settings.rounds, settings.new_tokens, log)
+        first_rounds, more_discarded, more_other = alternate(sides, prompts, settings.ttft_rounds, 1, log)
     finally:
         loop.close()
-        engine.close()
+        for value in engines.values():
+            value.close()
         raw.close()
-    first_pairs += pairs  # every generation's first token counts for TTFT
+    first_rounds += rounds  # every generation's first token counts for TTFT
+    pairs = [(r["ours"], r["raw"]) for r in rounds]
+    first_pairs = [(r["ours"], r["raw"]) for r in first_rounds]
 
     def median(values: Iterator[float]) -> float:
         return statistics.median(values)
@@ -409,6 +432,7 @@ def bench_backend(
     ratio_ci = median_ci([o.decode_tps / r.decode_tps for o, r in pairs])
     overhead_ci = median_ci([1000 * (o.ttft - r.ttft) for o, r in first_pairs])
     row = {
+        "onnx_decoder": settings.onnx_decoder if name.startswith("onnx") else None,
         "decode_tps": median(o.decode_tps for o, _ in pairs),
         "raw_decode_tps": median(r.decode_tps for _, r in pairs),
         "prefill_tps": median(o.prefill_tps for o, _ in first_pairs),
@@ -429,6 +453,8 @@ def bench_backend(
     }
     row["ratio"] = row["decode_tps"] / row["raw_decode_tps"]
     row["ttft_overhead_ms"] = row["ttft_ms"] - row["raw_ttft_ms"]
+    if "loop" in engines:
+        row |= loop_figures(rounds, first_rounds)
     if settings.per_round:
         row["per_round"] = {
             "decode_tps": [round(o.decode_tps, 1) for o, _ in pairs],
@@ -436,7 +462,27 @@ def bench_backend(
             "ttft_ms": [round(1000 * o.ttft, 1) for o, _ in first_pairs],
             "raw_ttft_ms": [round(1000 * r.ttft, 1) for _, r in first_pairs],
         }
+        if "loop" in engines:
+            row["per_round"]["loop_decode_tps"] = [round(r["loop"].decode_tps, 1) for r in rounds]
     return row
+
+
+def loop_figures(rounds: list[dict[str, Run]], first_rounds: list[dict[str, Run]]) -> dict[str, Any]:
+    """``--compare-loop``: the Python-loop engine's figures against raw and against our default engine."""
+    loop_ratio = median_ci([r["loop"].decode_tps / r["raw"].decode_tps for r in rounds])
+    over_loop = median_ci([r["ours"].decode_tps / r["loop"].decode_tps for r in rounds])
+    loop_overhead = median_ci([1000 * (r["loop"].ttft - r["raw"].ttft) for r in first_rounds])
+    loop_tps = statistics.median(r["loop"].decode_tps for r in rounds)
+    return {
+        "loop_decode_tps": loop_tps,
+        "loop_ratio": loop_tps / statistics.median(r["raw"].decode_tps for r in rounds),
+        "loop_ttft_ms": 1000 * statistics.median(r["loop"].ttft for r in first_rounds),
+        "loop_same_tokens": all(r["loop"].tokens == r["raw"].tokens for r in rounds),
+        "paired_loop_ratio": loop_ratio[0], "paired_loop_ratio_ci95": [loop_ratio[1], loop_ratio[2]],
+        "paired_ours_over_loop": over_loop[0], "paired_ours_over_loop_ci95": [over_loop[1], over_loop[2]],
+        "paired_loop_ttft_overhead_ms": loop_overhead[0],
+        "paired_loop_ttft_overhead_ci95_ms": [loop_overhead[1], loop_overhead[2]],
+    }
 
 
 # -- peak RSS of loading, in a child process -----------------------------------------------------------------
@@ -449,7 +495,8 @@ print(json.dumps(edge.load_rss(**args)))
 """
 
 
-def load_rss(side: str, name: str, bundle: str, public_key: str, threads: int, context: int) -> dict[str, float]:
+def load_rss(side: str, name: str, bundle: str, public_key: str, threads: int, context: int,
+             onnx_decoder: str = "loop") -> dict[str, float]:
     """Peak RSS growth (MiB) and seconds of loading one model, libraries imported beforehand. Reads the kernel's
     own high-water mark (VmHWM, reset first through clear_refs), so short-lived load-time buffers count."""
     import llama_cpp  # noqa: F401
@@ -458,13 +505,13 @@ def load_rss(side: str, name: str, bundle: str, public_key: str, threads: int, c
     from edge_runtime.bundle import load_public_key
 
     folder = Path(bundle)
-    if side == "raw" and name.startswith("onnx"):
+    if name.startswith("onnx"):
         import onnxruntime_genai  # noqa: F401
     before = _status_kib("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
     started = time.perf_counter()
     if side == "ours":
-        options = EngineOptions(context_length=context, threads=threads, lazy=False)
+        options = EngineOptions(context_length=context, threads=threads, lazy=False, onnx_decoder=onnx_decoder)
         load_bundle(folder, trusted_keys=[load_public_key(public_key)], options=options)
     elif name.startswith("gguf"):
         RawLlamaCpp(folder / json.loads((folder / "manifest.json").read_text())["model_file"], threads, context)
@@ -483,10 +530,11 @@ def _status_kib(field: str) -> int:
     raise RuntimeError(f"/proc/self/status has no {field}")
 
 
-def measure_rss(name: str, bundle: Path, threads: int, context: int) -> dict[str, float]:
+def measure_rss(name: str, bundle: Path, threads: int, context: int, onnx_decoder: str) -> dict[str, float]:
     row = {}
     for side in ("ours", "raw"):
         args = {"side": side, "name": name, "bundle": str(bundle), "threads": threads, "context": context,
+                "onnx_decoder": onnx_decoder,
                 "public_key": str(bundle.parent / f"{KEY_PREFIX}.pub")}
         done = subprocess.run([sys.executable, "-c", _PROBE, json.dumps(args)], capture_output=True, text=True,
                               check=True)
@@ -516,6 +564,10 @@ def main() -> None:
                         help="measure only this backend (repeatable; default all four)")
     parser.add_argument("--per-round", action="store_true", help="add every round's figures to the JSON")
     parser.add_argument("--skip-rss", action="store_true", help="skip the peak-RSS-of-loading probes")
+    parser.add_argument("--onnx-decoder", choices=ONNX_DECODERS, default=EngineOptions().onnx_decoder,
+                        help="our ONNX engine's decoder (EngineOptions.onnx_decoder; default: its default)")
+    parser.add_argument("--compare-loop", action="store_true",
+                        help="ONNX backends: also run our engine with the Python loop in every round")
     options = parser.parse_args()
     prompt_tokens = options.prompt_tokens or (32 if options.quick else 128)
     new_tokens = options.new_tokens or (16 if options.quick else 128)
@@ -523,7 +575,8 @@ def main() -> None:
         rounds=options.rounds or (2 if options.quick else 25),
         ttft_rounds=options.ttft_rounds if options.ttft_rounds is not None else (4 if options.quick else 40),
         new_tokens=new_tokens, threads=options.threads, context=max(512, prompt_tokens + new_tokens),
-        per_round=options.per_round, batch_threads=options.batch_threads,
+        per_round=options.per_round, batch_threads=options.batch_threads, onnx_decoder=options.onnx_decoder,
+        compare_loop=options.compare_loop,
     )
     console = Console(stderr=True)
     options.cache.mkdir(parents=True, exist_ok=True)
@@ -539,6 +592,7 @@ def main() -> None:
             "prompt_tokens": prompt_tokens, "new_tokens": new_tokens, "threads": settings.threads,
             "batch_threads": settings.batch_threads or settings.threads,
             "rounds": settings.rounds, "ttft_rounds": settings.ttft_rounds, "context_length": settings.context,
+            "onnx_decoder": settings.onnx_decoder, "compare_loop": settings.compare_loop,
         },
         "backends": {},
     }
@@ -552,7 +606,7 @@ def main() -> None:
         prompts = itertools.chain(list(itertools.islice(prompts, settings.rounds + settings.ttft_rounds + 2)), prompts)
         row = bench_backend(name, bundle, public_key, prompts, settings, lambda line: console.print(line))
         if not options.skip_rss:
-            row |= measure_rss(name, bundle, settings.threads, settings.context)
+            row |= measure_rss(name, bundle, settings.threads, settings.context, settings.onnx_decoder)
         results["backends"][name] = row
     results["model"]["seconds"] = time.perf_counter() - started
     backends = results["backends"]
@@ -607,6 +661,22 @@ def print_tables(results: dict[str, Any]) -> None:
             "yes" if row["same_tokens"] else "no", *rss,
         )
     console.print(table)
+    looped = {name: row for name, row in results["backends"].items() if "loop_decode_tps" in row}
+    if looped:
+        table = Table(title="ONNX: our engine on onnxruntime-genai's generator vs on our Python loop, same rounds")
+        for column in ("backend", "decode tok/s genai / loop", "loop / raw", "paired [95 % CI]",
+                       "genai / loop paired [95 % CI]", "loop TTFT overhead ms (paired)"):
+            table.add_column(column, justify="right")
+        for name, row in looped.items():
+            low, high = row["paired_loop_ratio_ci95"]
+            over_low, over_high = row["paired_ours_over_loop_ci95"]
+            table.add_row(
+                name, f"{row['decode_tps']:.1f} / {row['loop_decode_tps']:.1f}", f"{row['loop_ratio']:.3f}",
+                f"{row['paired_loop_ratio']:.3f} [{low:.3f}, {high:.3f}]",
+                f"{row['paired_ours_over_loop']:.3f} [{over_low:.3f}, {over_high:.3f}]",
+                f"{row['paired_loop_ttft_overhead_ms']:+.2f}",
+            )
+        console.print(table)
     table = Table(title="llama.cpp vs ONNX Runtime, both through our engine")
     for column in ("level", "llama.cpp decode tok/s", "ONNX Runtime decode tok/s", "llama.cpp / ORT",
                    "llama.cpp prefill tok/s", "ORT prefill tok/s", "llama.cpp TTFT ms", "ORT TTFT ms"):

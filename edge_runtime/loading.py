@@ -11,6 +11,7 @@ when the model is actually loaded (memory may have gone in between).
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from edge_runtime.bundle import Manifest, verify_bundle
 from edge_runtime.chat import TokenizerFacts, load_chat_template
 from edge_runtime.decoder import Decoder
 from edge_runtime.engine import EngineInfo
-from edge_runtime.errors import InvalidRequestError, UnsupportedBundleError
+from edge_runtime.errors import BackendUnavailableError, InvalidRequestError, ModelLoadError, UnsupportedBundleError
 from edge_runtime.local_engine import DEFAULT_MAX_WAITING, LocalEngine
 from edge_runtime.memory import MemoryProbe, available_memory, check_memory
 from edge_runtime.tokenizer import TOKENIZER_FILE, BundleTokenizer
@@ -30,8 +31,14 @@ from edge_runtime.tokenizer import TOKENIZER_FILE, BundleTokenizer
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+log = logging.getLogger(__name__)
+
 BACKENDS = {"gguf": "llama.cpp", "onnx": "onnxruntime"}
 """Bundle format -> the runtime library that runs it."""
+ONNX_DECODERS = ("auto", "genai", "loop")
+"""How ONNX bundles decode: "loop" our own KV-cache loop on onnxruntime (``backends.onnx``), "genai"
+onnxruntime-genai's generator stepped by our engine (``backends.onnx_genai``), "auto" genai where it is
+installed and maps the bundle's graph, else the loop."""
 
 
 @dataclass(frozen=True)
@@ -50,6 +57,10 @@ class EngineOptions:
     """Load even when the memory estimate exceeds available memory (the OS may then swap or kill the app)."""
     lazy: bool = True
     """Load the model on the first request (True) or before load_bundle returns (False)."""
+    onnx_decoder: str = "loop"
+    """ONNX bundles only: one of ONNX_DECODERS. The default is our loop: onnxruntime-genai's generator decodes
+    as fast through our engine, not measurably faster, and needs a 170 MB wheel (BENCHMARKS.md, "Edge
+    runtime"); "auto" and "genai" opt in where that wheel is installed anyway."""
 
     def __post_init__(self) -> None:
         if self.context_length is not None and (not isinstance(self.context_length, int) or self.context_length < 2):
@@ -60,6 +71,10 @@ class EngineOptions:
                 raise InvalidRequestError(f"{name} must be an integer >= 1 or None, got {value!r}")
         if not isinstance(self.max_waiting, int) or self.max_waiting < 0:
             raise InvalidRequestError(f"max_waiting must be an integer >= 0, got {self.max_waiting!r}")
+        if self.onnx_decoder not in ONNX_DECODERS:
+            raise InvalidRequestError(
+                f"onnx_decoder must be one of {', '.join(ONNX_DECODERS)}, got {self.onnx_decoder!r}"
+            )
 
 
 def _supported_architectures(fmt: str) -> frozenset[str]:
@@ -71,7 +86,7 @@ def _supported_architectures(fmt: str) -> frozenset[str]:
 
 
 def _decoder_factory(
-    folder: Path, manifest: Manifest, options: DecoderOptions, eos_ids: frozenset[int]
+    folder: Path, manifest: Manifest, options: DecoderOptions, eos_ids: frozenset[int], onnx_decoder: str
 ) -> Callable[[], Decoder]:
     if manifest.format == "gguf":
         from edge_runtime.backends.gguf import LlamaCppDecoder
@@ -80,7 +95,24 @@ def _decoder_factory(
     from edge_runtime.backends.onnx import GraphIO, OnnxDecoder
 
     io = GraphIO.from_manifest(manifest.extra)
-    return lambda: OnnxDecoder(folder, manifest.model_file, io, options, eos_ids)
+
+    def open_loop() -> Decoder:
+        return OnnxDecoder(folder, manifest.model_file, io, options, eos_ids)
+
+    if onnx_decoder == "loop":
+        return open_loop
+    from edge_runtime.backends.onnx_genai import GenaiDecoder
+
+    def open_genai() -> Decoder:
+        if onnx_decoder == "genai":
+            return GenaiDecoder(folder, manifest, options, eos_ids)
+        try:
+            return GenaiDecoder(folder, manifest, options, eos_ids)
+        except (BackendUnavailableError, UnsupportedBundleError, ModelLoadError) as exc:
+            log.debug("%s decodes with the onnxruntime loop, not onnxruntime-genai: %s", manifest.name, exc)
+            return open_loop()
+
+    return open_genai
 
 
 def load_bundle(
@@ -123,7 +155,7 @@ def load_bundle(
     check()
     facts = TokenizerFacts.read(folder)
     decoder_options = DecoderOptions(context, options.threads, options.batch_threads)
-    open_decoder = _decoder_factory(folder, manifest, decoder_options, facts.eos_token_ids)
+    open_decoder = _decoder_factory(folder, manifest, decoder_options, facts.eos_token_ids, options.onnx_decoder)
 
     def open_checked() -> Decoder:
         check()
