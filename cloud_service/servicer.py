@@ -38,8 +38,15 @@ from edge_runtime.types import GenerationRequest, TokenEvent, Usage
 
 log = logging.getLogger("tandem.replica")
 
-CHUNK_INTERVAL_S = 0.01
-"""Tokens that follow each other within this share one GenerateChunk (per-message cost dominates otherwise)."""
+CHUNK_INTERVAL_S = 0.025
+"""Tokens that follow each other within this share one GenerateChunk: 40 chunks a second at most per stream,
+smooth to a reader, while each chunk costs the same CPU whatever it carries."""
+CHUNK_RATE_BUDGET = 400.0
+"""GenerateChunks per second that all of a replica's streams together send before chunks grow: each stream
+sends at most every ``max(CHUNK_INTERVAL_S, streams in flight / CHUNK_RATE_BUDGET)`` seconds (25 ms up to 10
+streams, 40 ms at 16, 80 ms at 32). A chunk costs about 0.2 ms of CPU in grpc.aio on the two ends together
+(more where they share cores with the engine); sent every 10 ms per stream, chunks took about a third of the
+CPU that decoding 32 streams had (see BENCHMARKS.md, Cloud replica)."""
 TEMPLATE_TOKEN_ALLOWANCE = 64
 """Upper bound on the tokens a chat template adds per message, for the cheap prompt-length pre-check."""
 
@@ -109,6 +116,10 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
 
     # -- Generate ----------------------------------------------------------------------------------------
 
+    def chunk_interval(self) -> float:
+        """Shortest time between two chunks of one stream at the current load (see CHUNK_RATE_BUDGET)."""
+        return max(CHUNK_INTERVAL_S, len(self.inflight) / CHUNK_RATE_BUDGET)
+
     def _resolve(self, name: str, version: str) -> ServedModel | None:
         versions = self.models.get(name, [])
         if not version:
@@ -155,6 +166,8 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
         delivered, status, usage = 0, "OK", Usage(0, 0)
         first_at = last_at = sent_at = started
         pending: list[TokenEvent] = []
+        interval = self.chunk_interval()
+        inter_token = self.metrics.inter_token.labels(model.name)
         try:
             async for event in stream:
                 now = self._clock()
@@ -162,17 +175,17 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
                     first_at = now
                     self.metrics.ttft.labels(model.name).observe(now - started)
                 else:
-                    self.metrics.inter_token.labels(model.name).observe(now - last_at)
+                    inter_token.observe(now - last_at)
                 last_at = now
                 delivered += 1 if event.token_id is not None else 0
                 usage = event.usage or usage
                 pending.append(event)
-                # tokens that arrive faster than CHUNK_INTERVAL_S share a chunk; the first and last go at once
-                if delivered <= 1 or event.finish_reason is not None or now - sent_at >= CHUNK_INTERVAL_S:
+                # tokens that arrive within the interval share a chunk; the first and last go at once
+                if delivered <= 1 or event.finish_reason is not None or now - sent_at >= interval:
                     first = sent_at == started
                     yield chunk_from_events(pending, model.version if first else "",
                                             model.engine.info.vocabulary if first else "")
-                    pending, sent_at = [], now
+                    pending, sent_at, interval = [], now, self.chunk_interval()
             if pending:
                 yield chunk_from_events(pending, "")
         except EdgeRuntimeError as exc:

@@ -6,6 +6,9 @@ Waking the caller's event loop costs a thread switch that, on a device whose cor
 slows decoding measurably; so events are handed over in batches: the first token, the last item and
 anything after a pause go at once, tokens that follow each other faster than ``STREAM_INTERVAL_S`` share one
 wake-up (a delay of at most that interval plus one token's time, invisible in a streamed answer).
+A batching engine feeds many channels per step: it passes a ``Wakes`` to ``send`` and flushes it after the
+step, so each event loop is woken once per step rather than once per stream (each wake-up also hands the
+loop the GIL while the worker waits for it back).
 When the caller leaves early, ``stream`` runs the engine's ``on_leave`` (drop the request from the queue, or
 stop it and wait for ``END`` so the slot is free when ``aclose()`` returns).
 """
@@ -33,6 +36,30 @@ def _wake(waiter: asyncio.Future[None]) -> None:
         waiter.set_result(None)
 
 
+def _wake_all(waiters: list[asyncio.Future[None]]) -> None:
+    for waiter in waiters:
+        _wake(waiter)
+
+
+class Wakes:
+    """Wake-ups a worker collects during one step, handed to each event loop in one call by ``flush``."""
+
+    def __init__(self) -> None:
+        self._by_loop: dict[asyncio.AbstractEventLoop, list[tuple[RequestChannel, asyncio.Future[None]]]] = {}
+
+    def add(self, channel: RequestChannel, waiter: asyncio.Future[None]) -> None:
+        self._by_loop.setdefault(channel.loop, []).append((channel, waiter))
+
+    def flush(self) -> None:
+        by_loop, self._by_loop = self._by_loop, {}
+        for loop, pending in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_wake_all, [waiter for _, waiter in pending])
+            except RuntimeError:  # that loop is closed: nobody is listening any more
+                for channel, _ in pending:
+                    channel.cancelled.set()
+
+
 class RequestChannel:
     def __init__(self, request: GenerationRequest, loop: asyncio.AbstractEventLoop) -> None:
         self.request = request
@@ -49,8 +76,9 @@ class RequestChannel:
         self._woken_at = 0.0
         self._sent_tokens = 0
 
-    def send(self, item: TokenEvent | BaseException | object) -> None:
-        """Thread-safe: hand an item to the caller's loop (see the module docstring for when it wakes)."""
+    def send(self, item: TokenEvent | BaseException | object, wakes: Wakes | None = None) -> None:
+        """Thread-safe: hand an item to the caller's loop (see the module docstring for when it wakes); with
+        ``wakes``, the wake-up waits in it for ``wakes.flush()``."""
         now = time.monotonic()
         urgent = (
             not isinstance(item, TokenEvent) or item.finish_reason is not None or self._sent_tokens == 0
@@ -64,6 +92,9 @@ class RequestChannel:
                 self._waiter = None
         if waiter is not None:
             self._woken_at = now
+            if wakes is not None:
+                wakes.add(self, waiter)
+                return
             try:
                 self.loop.call_soon_threadsafe(_wake, waiter)
             except RuntimeError:  # the caller's loop is closed: nobody is listening any more

@@ -1,10 +1,12 @@
 """The CPU engine: a transformers model with continuous batching, the embedded default where there is no GPU.
 
-One scheduler thread runs the loop: admit waiting requests (prefill each, emit its first token at once),
-then one batched decode step for every running sequence (``KvBatch`` keeps their left-padded KV cache),
-then per row the shared ``SequenceState`` turns logits into the next TokenEvent. Finished or cancelled rows
-leave the batch at once and waiting requests take their place between two steps, so concurrent streams share
-each forward pass instead of running one after another.
+One scheduler thread runs the loop: admit waiting requests (prefill them in one forward pass, emit each
+first token at once), then one batched decode step for every running sequence (``KvBatch`` keeps their
+left-padded KV cache and builds their attention masks), then per row the shared ``SequenceState`` turns
+logits into the next TokenEvent. Finished or cancelled rows leave the batch at once and waiting requests take
+their place between two steps, so concurrent streams share each forward pass instead of running one after
+another. An idle engine gathers requests that arrive within ``gather_s`` of each other into one prefill, and
+each step wakes each caller's event loop once (``Wakes``), not once per stream.
 
 Prompt formatting, tokenization, sampling, stop sequences and detokenization are the edge runtime's, so a
 request gives the same text on the device and in the cloud for the same model.
@@ -17,13 +19,14 @@ import collections
 import logging
 import os
 import threading
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cloud_service.engines.kv_batch import KvBatch, prefill_inputs, select_rows
-from edge_runtime.channel import END, RequestChannel, abort_request
+from cloud_service.engines.kv_batch import KvBatch, prebuilt_mask_fits, prefill_inputs, prefill_mask, select_rows
+from edge_runtime.channel import END, RequestChannel, Wakes, abort_request
 from edge_runtime.chat import TokenizerFacts, load_chat_template
 from edge_runtime.engine import EngineInfo
 from edge_runtime.errors import (
@@ -40,6 +43,11 @@ from edge_runtime.types import FinishReason, GenerationRequest, TokenEvent
 
 log = logging.getLogger(__name__)
 
+MAX_GATHER_S = 0.1
+"""Upper bound on ``gather_s``: it trades the first request's latency for batching and should stay small."""
+GATHER_LIMIT_FACTOR = 4
+"""The longest gathering of an idle engine, in ``gather_s``: a steady trickle does not hold the first back."""
+
 
 @dataclass(frozen=True)
 class CpuEngineOptions:
@@ -47,6 +55,11 @@ class CpuEngineOptions:
     """Sequences decoded together in one batch."""
     max_waiting: int = 256
     """Requests queued beyond those; more get EngineBusyError (the server answers RESOURCE_EXHAUSTED)."""
+    gather_s: float = 0.003
+    """An idle engine that gets a request waits until none has arrived for this long (at most
+    ``GATHER_LIMIT_FACTOR`` times as long, or until ``max_running`` are waiting) and prefills them together.
+    Requests that reach a server together arrive a few hundred microseconds apart; prefilled one by one, the
+    later ones wait for the earlier ones' prefill and a decode step first. 0: admit at once."""
     context_length: int | None = None
     """Tokens per sequence; None: the model's max_position_embeddings."""
     threads: int | None = None
@@ -58,6 +71,9 @@ class CpuEngineOptions:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise InvalidRequestError(f"{name} must be an integer >= 1, got {value!r}")
+        if not isinstance(self.gather_s, int | float) or not 0 <= self.gather_s <= MAX_GATHER_S:
+            raise InvalidRequestError(f"gather_s must be a number of seconds from 0 to {MAX_GATHER_S}, "
+                                      f"got {self.gather_s!r}")
         if self.dtype not in ("float32", "bfloat16", "float16"):
             raise InvalidRequestError(f"dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
 
@@ -97,7 +113,8 @@ class CpuEngine:
         self._rows: list[_Row] = []
         self._wake = threading.Condition()
         self._closed = False
-        self._batch = KvBatch()
+        self._prebuilt_mask = prebuilt_mask_fits(self.model.config, self.context_length)
+        self._batch = self._new_batch()
         self._worker = threading.Thread(target=self._serve, name=f"tandem-cpu-{self._info.model}", daemon=True)
         self._worker.start()
 
@@ -192,6 +209,8 @@ class CpuEngine:
                 with self._wake:
                     while not self._waiting and not self._rows and not self._closed:
                         self._wake.wait()
+                    if not self._rows and self.options.gather_s > 0:
+                        self._gather()
                     if self._closed:
                         break
                     admitted = []
@@ -208,7 +227,24 @@ class CpuEngine:
         for row in self._rows:
             row.channel.send(EngineClosedError(f"{self._info.model}: the engine was closed during this request"))
             row.channel.send(END)
-        self._rows, self._batch = [], KvBatch()
+        self._rows, self._batch = [], self._new_batch()
+
+    def _new_batch(self) -> KvBatch:
+        return KvBatch(prebuilt_mask=self._prebuilt_mask)
+
+    def _gather(self) -> None:
+        """Called idle, holding ``_wake``: let requests arriving close after each other join the waiting ones
+        (see ``CpuEngineOptions.gather_s``)."""
+        quiet = self.options.gather_s
+        now = time.monotonic()
+        limit, deadline, seen = now + GATHER_LIMIT_FACTOR * quiet, now + quiet, len(self._waiting)
+        while len(self._waiting) < self.options.max_running and not self._closed:
+            left = min(deadline, limit) - time.monotonic()
+            if left <= 0:
+                return
+            self._wake.wait(left)
+            if len(self._waiting) > seen:  # another one came: wait for a quiet spell again
+                deadline, seen = time.monotonic() + quiet, len(self._waiting)
 
     def _admit(self, channels: list[RequestChannel]) -> None:
         """Prefill the admitted requests in one forward pass, emit each one's first token, and add those that
@@ -226,6 +262,9 @@ class CpuEngine:
         if not prompts:
             return
         inputs = prefill_inputs([ids for _, ids in prompts])
+        padding = inputs["attention_mask"]
+        if self._prebuilt_mask:
+            inputs["attention_mask"] = prefill_mask(padding)
         cache = DynamicCache()
         try:
             logits = self.model(**inputs, past_key_values=cache, use_cache=True).logits[:, -1].float().numpy()
@@ -235,23 +274,24 @@ class CpuEngine:
                 channel.send(GenerationError(f"the CPU engine failed during prefill: {exc}"))
                 channel.send(END)
             return
-        keep, ended = [], []
+        keep, ended, wakes = [], [], Wakes()
         for index, (channel, ids) in enumerate(prompts):
             state = SequenceState(
                 channel.request, ids, context_length=self.context_length, eos_token_ids=self.eos_token_ids,
                 detokenizer=self.tokenizer.detokenizer(ids),
             )
             event = state.advance(logits[index])
-            channel.send(event)
+            channel.send(event, wakes)
             if event.finish_reason is not None:
                 ended.append(channel)
                 continue
             keep.append(index)
             self._rows.append(_Row(channel, state, event.token_id))  # type: ignore[arg-type]
         if keep:
-            self._batch.add(select_rows(cache, keep), inputs["attention_mask"][keep])
+            self._batch.add(select_rows(cache, keep), padding[keep])
         for channel in ended:
-            channel.send(END)
+            channel.send(END, wakes)
+        wakes.flush()
 
     def _decode_step(self) -> None:
         try:
@@ -261,16 +301,16 @@ class CpuEngine:
             for row in self._rows:
                 row.channel.send(GenerationError(f"the CPU engine failed during decoding: {exc}"))
                 row.channel.send(END)
-            self._rows, self._batch = [], KvBatch()
+            self._rows, self._batch = [], self._new_batch()
             return
         rows = logits[:, -1].float().numpy()
-        keep, ended = [], []
+        keep, ended, wakes = [], [], Wakes()
         for index, row in enumerate(self._rows):
             if row.channel.cancelled.is_set():
                 self._finish_cancelled(row)
             else:
                 event = row.state.advance(rows[index])
-                row.channel.send(event)
+                row.channel.send(event, wakes)
                 if event.finish_reason is None:
                     row.last_token = event.token_id  # type: ignore[assignment]
                     keep.append(index)
@@ -280,7 +320,8 @@ class CpuEngine:
             self._rows = [self._rows[i] for i in keep]
             self._batch.keep(keep)
         for channel in ended:  # after the rows left: a caller woken by END sees the slot free
-            channel.send(END)
+            channel.send(END, wakes)
+        wakes.flush()  # one wake-up per event loop for the whole step
 
     def _finish_cancelled(self, row: _Row) -> None:
         if row.channel.aborted:

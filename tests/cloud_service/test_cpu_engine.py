@@ -4,6 +4,7 @@ abort and limits behave like the edge engines'."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -12,6 +13,7 @@ from edge_runtime import (
     EngineClosedError,
     FinishReason,
     GenerationRequest,
+    InvalidRequestError,
     Message,
     PromptTooLongError,
     SamplingParams,
@@ -88,6 +90,35 @@ def test_streams_share_decode_steps(engines):
 
     asyncio.run(run())
     assert max(seen) >= 4
+
+
+def test_requests_arriving_apart_on_an_idle_engine_are_gathered_and_each_equals_its_solo_run(engines):
+    gather_s = 0.03
+    engine = engines("llama", max_running=16, gather_s=gather_s)
+
+    async def staggered(i):
+        await asyncio.sleep(0.005 * i)
+        return await collect(engine.generate(_request(i)))
+
+    async def run():
+        started = time.perf_counter()
+        lone = await collect(engine.generate(_request(0)))
+        waited = time.perf_counter() - started
+        solo = [lone] + [await collect(engine.generate(_request(i))) for i in range(1, 6)]
+        together = await asyncio.gather(*(staggered(i) for i in range(6)))
+        return waited, solo, together
+
+    waited, solo, together = asyncio.run(run())
+    assert waited >= gather_s  # the idle engine waited for company before its prefill
+    assert [c.token_ids for c in together] == [c.token_ids for c in solo]
+
+
+@pytest.mark.parametrize("value", [-0.001, 1.0, "0.01"])
+def test_gather_time_is_checked(value):
+    from cloud_service.engines.cpu import CpuEngineOptions
+
+    with pytest.raises(InvalidRequestError, match="gather_s"):
+        CpuEngineOptions(gather_s=value)
 
 
 def test_leaving_a_stream_frees_its_row_and_abort_ends_with_abort(engines):

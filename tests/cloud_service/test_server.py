@@ -335,3 +335,14 @@ def test_a_replica_configured_with_bundles_serves_them_to_devices(tiny_llama, en
     ready, manifest = run_with_server(config, engine, body)
     assert ready and manifest.quantization == "q8_0"
     assert (tmp_path / "device" / "toy-q8" / "model.gguf").read_bytes() == (source / "model.gguf").read_bytes()
+
+
+def test_chunks_are_sent_less_often_as_more_streams_are_in_flight():
+    from cloud_service.metrics import ServerMetrics
+    from cloud_service.servicer import CHUNK_INTERVAL_S, CHUNK_RATE_BUDGET, InferenceServicer
+
+    servicer = InferenceServicer([], limits=Limits(), metrics=ServerMetrics())
+    assert servicer.chunk_interval() == CHUNK_INTERVAL_S
+    servicer.inflight.update({f"acme/{i}": None for i in range(64)})  # type: ignore[misc]
+    assert 64 / CHUNK_RATE_BUDGET > CHUNK_INTERVAL_S
+    assert servicer.chunk_interval() == pytest.approx(64 / CHUNK_RATE_BUDGET)
