@@ -31,6 +31,6 @@ def test_edge_extra_brings_no_ml_framework() -> None:
 
 
 def test_dev_extra_is_everything_but_gpu() -> None:
-    assert "tandem-inference[edge,cloud,export]" in EXTRAS["dev"]
+    assert "tandem-inference[edge,edge-genai,cloud,export]" in EXTRAS["dev"]
     assert "vllm" in _names(EXTRAS["gpu"])
     assert "vllm" not in _names(EXTRAS["dev"])
