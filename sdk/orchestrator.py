@@ -132,7 +132,8 @@ class Orchestrator:
                  cloud_feedback: Callable[[bool], None] | None = None, rng: random.Random | None = None,
                  cascade_settings: Callable[[], CascadeSettings] | None = None) -> None:
         self.policy = policy
-        self.cascade_settings = cascade_settings or (lambda: policy.cascade.resolved(None))
+        uncalibrated = policy.cascade.resolved(None)
+        self.cascade_settings = cascade_settings or (lambda: uncalibrated)
         """The cascade with its cutoff resolved (the bundle's calibrated one, when the policy sets none)."""
         self.sides = sides
         self.device_health = device_health

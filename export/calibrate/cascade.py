@@ -27,8 +27,7 @@ from export.errors import SpecError
 
 def first_min_logprobs(logprobs: Sequence[Sequence[float]], window_tokens: int) -> np.ndarray:
     """Per answer, the lowest logprob among its first ``window_tokens`` tokens (0.0 for an empty answer)."""
-    return np.array([min(values[:window_tokens], default=0.0) for values in (list(v) for v in logprobs)],
-                    dtype=np.float64)
+    return np.array([min(list(values)[:window_tokens], default=0.0) for values in logprobs], dtype=np.float64)
 
 
 def choose_cutoff(scores: np.ndarray, labels: np.ndarray, target_accuracy: float) -> float:
@@ -56,6 +55,6 @@ def calibrate_cascade(
     if not len(y) or len(logprobs) != len(y):
         raise SpecError("cascade calibration needs one logprob list per label, and at least one")
     scores = np.minimum(first_min_logprobs(logprobs, window_tokens), 0.0)
-    cutoff = min(choose_cutoff(scores, y, target), 0.0)
+    cutoff = choose_cutoff(scores, y, target)  # <= 0: the scores are
     table = threshold_table(scores, y, bounds=(float(scores.min()), 0.0))
     return CascadeCalibration(window_tokens, cutoff, target, table)
