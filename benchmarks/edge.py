@@ -49,7 +49,6 @@ import asyncio
 import itertools
 import json
 import os
-import random
 import statistics
 import subprocess
 import sys
@@ -62,6 +61,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from benchmarks.quiet import OtherCpu, median_ci
 from edge_runtime import EngineOptions, GenerationRequest, LocalEngine, SamplingParams, load_bundle
 from edge_runtime.errors import EdgeRuntimeError
 from edge_runtime.loading import ONNX_DECODERS
@@ -288,28 +288,6 @@ class RawGenai:
         del self.model
 
 
-class OtherCpu:
-    """CPU seconds that other processes (and the hypervisor: steal) took while a block ran, from /proc/stat:
-    on a 2-core machine any of it slows whichever side it hits, so such rounds are measured again."""
-
-    def __init__(self) -> None:
-        self.tick = os.sysconf("SC_CLK_TCK")
-
-    def _sample(self) -> tuple[float, float]:
-        fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-        busy = sum(fields) - fields[3] - fields[4]  # all but idle and iowait
-        return busy / self.tick, time.process_time()
-
-    def __enter__(self) -> OtherCpu:
-        self._start = self._sample()
-        self.seconds = 0.0
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        (busy0, own0), (busy1, own1) = self._start, self._sample()
-        self.seconds = max(0.0, (busy1 - busy0) - (own1 - own0))
-
-
 def wait_for_quiet(log: Callable[[str], None], window: float = 2.0, patience: float = 900.0) -> None:
     """Return once other processes took at most OTHER_CPU_MAX of the cores over ``window`` seconds."""
     cores, deadline, told = os.cpu_count() or 1, time.monotonic() + patience, False
@@ -378,13 +356,6 @@ def alternate(
         pairs.append(pair)
         other = max(other, share) if len(pairs) > 1 else 0.0
     return pairs[1:], discarded, other
-
-
-def median_ci(values: list[float], seed: int = 0, resamples: int = 2000) -> tuple[float, float, float]:
-    """Median and a 95 % percentile-bootstrap interval of it."""
-    rng = random.Random(seed)
-    medians = sorted(statistics.median(rng.choices(values, k=len(values))) for _ in range(resamples))
-    return statistics.median(values), medians[int(0.025 * resamples)], medians[int(0.975 * resamples) - 1]
 
 
 def bench_backend(

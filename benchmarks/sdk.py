@@ -70,7 +70,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks.edge import OtherCpu, median_ci, signing_key
+from benchmarks.edge import signing_key
+from benchmarks.quiet import OtherCpuBut, median_ci
 from edge_runtime import GenerationRequest, LocalEngine, Message, SamplingParams
 from edge_runtime.errors import EdgeRuntimeError
 from export.toy_models import ToyModelSpec, cached_toy_model
@@ -208,27 +209,6 @@ class Replica:
             except subprocess.TimeoutExpired:
                 self.process.kill()
         self.process.wait()
-
-
-def _process_cpu_s(pid: int) -> float:
-    """utime + stime of a process (0 once it is gone), from /proc/PID/stat."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-class OtherCpuBut(OtherCpu):
-    """benchmarks.edge's meter of other processes' CPU, not counting ``pids`` (the replica) either."""
-
-    def __init__(self, pids: tuple[int, ...]) -> None:
-        super().__init__()
-        self.pids = pids
-
-    def _sample(self) -> tuple[float, float]:
-        busy, own = super()._sample()
-        return busy, own + sum(_process_cpu_s(pid) for pid in self.pids)
 
 
 # -- policies and requests -----------------------------------------------------------------------------------

@@ -5,12 +5,19 @@
 - ``run_generation`` is the single-sequence loop over a Decoder: prompt -> prefill -> (advance,
   decode_one_token)*. It runs on the engine's worker thread; ``emit`` hands each event to the caller's loop
   and ``cancelled`` is polled before every token, so a cancel takes effect within one decode step.
+
+Given a helper thread (``overlap``), the loop picks each token, starts the decode step that needs it, and lets
+the helper turn the token into its event (logprob, detokenization, stop sequences, emit) meanwhile: that work
+costs the decode loop nothing while the runtime computes with the GIL released. The one step it cannot know in
+advance is a stop sequence completing, so such a sequence decodes one token more than it returns.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
+from concurrent import futures
+from concurrent.futures import Executor
 from typing import Protocol
 
 import numpy as np
@@ -90,8 +97,25 @@ class SequenceState:
 
     def advance(self, logits: np.ndarray) -> TokenEvent:
         """Pick the next token from its (vocab,) logits; the event is the last when ``finish_reason`` is set."""
-        token, logprob = self._sampler.pick(logits)
+        token = self.choose(logits)
+        return self.event(token, self.logprob(logits, token))
+
+    def choose(self, logits: np.ndarray) -> int:
+        """``advance``'s first half: the next token, counted as generated."""
+        token = self._sampler.choose(logits)
         self.generated += 1
+        return token
+
+    def logprob(self, logits: np.ndarray, token: int) -> float:
+        return self._sampler.logprob(logits, token)
+
+    def ends_at(self, token: int) -> bool:
+        """Whether the sequence ends with ``token`` (just chosen) whatever its text: EOS or the length limit.
+        A stop sequence is only known from ``event``."""
+        return token in self.eos or self.generated >= self.max_new
+
+    def event(self, token: int, logprob: float) -> TokenEvent:
+        """``advance``'s second half, for the token ``choose`` just returned."""
         finish: FinishReason | None = FinishReason.STOP if token in self.eos else None
         text, matched = self._stops.feed("" if finish else self._detokenizer.add(token))
         if matched:
@@ -113,14 +137,19 @@ def run_generation(
     request: GenerationRequest,
     emit: Callable[[TokenEvent], None],
     cancelled: Callable[[], bool],
+    overlap: Executor | None = None,
 ) -> Usage:
-    """Generate until a finish condition or a cancel; returns the usage (also sent on the last event)."""
+    """Generate until a finish condition or a cancel; returns the usage (also sent on the last event).
+    ``overlap``: a single-thread executor that prepares each token's event while the next step decodes."""
     ids = encode_prompt(decoder, request, template, decoder.context_length)
     logits, cached = decoder.prefill(ids)
     state = SequenceState(
         request, ids, context_length=decoder.context_length, eos_token_ids=decoder.eos_token_ids,
         detokenizer=decoder.detokenizer(ids), cached_tokens=cached,
     )
+    if overlap is not None:
+        _overlapped(decoder, state, logits, emit, cancelled, overlap)
+        return state.usage
     while not cancelled():
         event = state.advance(logits)
         emit(event)
@@ -128,3 +157,33 @@ def run_generation(
             break
         logits = decoder.decode_one_token(event.token_id)  # type: ignore[arg-type]
     return state.usage
+
+
+def _overlapped(
+    decoder: Decoder, state: SequenceState, logits: np.ndarray, emit: Callable[[TokenEvent], None],
+    cancelled: Callable[[], bool], overlap: Executor,
+) -> None:
+    """``run_generation``'s loop with each token's event made on ``overlap`` during the next decode step. The
+    logits are copied first (the decoder's buffer is overwritten by that step); every event is emitted, in
+    order, before this returns or raises."""
+    row = np.empty_like(logits)
+
+    def finish(token: int) -> TokenEvent:
+        event = state.event(token, state.logprob(row, token))
+        emit(event)
+        return event
+
+    while not cancelled():
+        token = state.choose(logits)
+        np.copyto(row, logits)
+        pending = overlap.submit(finish, token)
+        if state.ends_at(token):
+            pending.result()
+            return
+        try:
+            logits = decoder.decode_one_token(token)
+        except BaseException:
+            futures.wait([pending])  # this token's event goes out before the error
+            raise
+        if pending.result().finish_reason is not None:  # a stop sequence: the step just run is not needed
+            return

@@ -57,6 +57,10 @@ class EngineOptions:
     """Load even when the memory estimate exceeds available memory (the OS may then swap or kill the app)."""
     lazy: bool = True
     """Load the model on the first request (True) or before load_bundle returns (False)."""
+    overlap_events: bool | None = None
+    """Turn each token into its event (logprob, text, stop sequences) on a second thread while the next decode
+    step runs. None: where decoding leaves a core free for it (decode threads < CPU cores); where the runtime
+    computes on every core, that thread would only take turns with it (measured in BENCHMARKS.md)."""
     onnx_decoder: str = "loop"
     """ONNX bundles only: one of ONNX_DECODERS. The default is our loop: onnxruntime-genai's generator decodes
     as fast through our engine, not measurably faster, and needs a 170 MB wheel (BENCHMARKS.md, "Edge
@@ -69,12 +73,24 @@ class EngineOptions:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
                 raise InvalidRequestError(f"{name} must be an integer >= 1 or None, got {value!r}")
+        if self.overlap_events not in (None, True, False):
+            raise InvalidRequestError(f"overlap_events must be True, False or None, got {self.overlap_events!r}")
         if not isinstance(self.max_waiting, int) or self.max_waiting < 0:
             raise InvalidRequestError(f"max_waiting must be an integer >= 0, got {self.max_waiting!r}")
         if self.onnx_decoder not in ONNX_DECODERS:
             raise InvalidRequestError(
                 f"onnx_decoder must be one of {', '.join(ONNX_DECODERS)}, got {self.onnx_decoder!r}"
             )
+
+
+def _overlap_events(fmt: str, options: EngineOptions) -> bool:
+    """EngineOptions.overlap_events resolved: None means "when the decode threads leave a core free"."""
+    if options.overlap_events is not None:
+        return options.overlap_events
+    cores = os.cpu_count() or 1
+    # the runtimes' own defaults: llama-cpp-python decodes on half the cores, ONNX Runtime on all of them
+    threads = options.threads or (max(1, cores // 2) if fmt == "gguf" else cores)
+    return threads < cores
 
 
 def _supported_architectures(fmt: str) -> frozenset[str]:
@@ -177,7 +193,8 @@ def load_bundle(
     if (folder / TOKENIZER_FILE).is_file():  # the backends tokenize with it (else llama.cpp's own: unknown)
         info = dataclasses.replace(info, vocabulary=BundleTokenizer(folder / TOKENIZER_FILE).vocabulary)
     template = load_chat_template(folder, manifest.chat_template, facts)
-    engine = LocalEngine(info, open_checked, template, manifest=manifest, max_waiting=options.max_waiting)
+    engine = LocalEngine(info, open_checked, template, manifest=manifest, max_waiting=options.max_waiting,
+                         overlap_events=_overlap_events(manifest.format, options))
     if not options.lazy:
         engine.load()
     return engine

@@ -1,10 +1,12 @@
 """LocalEngine: one loaded model on the device, one generation at a time, callers served first come first served.
 
 A single worker thread owns the Decoder (native libraries release the GIL while they compute, so the
-caller's event loop stays responsive). ``generate`` queues a job and streams its events back through the
-caller's loop; leaving the stream early, task cancellation or ``abort(id)`` cancel the job, which stops
-within one decode step (or is dropped from the queue before it starts). The model is loaded lazily on the
-first request (or by ``load()``) and can be unloaded and reloaded; ``close()`` frees it for good.
+caller's event loop stays responsive); where a core is free for it, a second one turns each token into its
+event while the worker runs the next decode step (``run_generation``'s overlap). ``generate`` queues a job
+and streams its events back through the caller's loop; leaving the stream early, task cancellation or
+``abort(id)`` cancel the job, which stops within one decode step (or is dropped from the queue before it
+starts). The model is loaded lazily on the first request (or by ``load()``) and can be unloaded and reloaded;
+``close()`` frees it for good.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import collections
 import logging
 import threading
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 
 from edge_runtime.bundle import Manifest
 from edge_runtime.channel import END, RequestChannel, abort_request
@@ -40,6 +43,7 @@ class LocalEngine:
         *,
         manifest: Manifest | None = None,
         max_waiting: int = DEFAULT_MAX_WAITING,
+        overlap_events: bool = False,
     ) -> None:
         self._info = info
         self.manifest = manifest
@@ -54,6 +58,9 @@ class LocalEngine:
         self._running: RequestChannel | None = None
         self._closed = False
         self._worker: threading.Thread | None = None
+        self._overlap = overlap_events
+        """Make each token's event on a second thread during the next decode step (EngineOptions.overlap_events)."""
+        self._events: ThreadPoolExecutor | None = None
 
     @property
     def info(self) -> EngineInfo:
@@ -101,6 +108,8 @@ class LocalEngine:
             job.send(END)
         if self._worker is not None and self._worker is not threading.current_thread():
             self._worker.join()
+        if self._events is not None:
+            self._events.shutdown(wait=self._worker is not threading.current_thread())
         self.unload()
 
     def __enter__(self) -> LocalEngine:
@@ -151,7 +160,10 @@ class LocalEngine:
             job = RequestChannel(request, loop)
             self._jobs.append(job)
             if self._worker is None:
-                self._worker = threading.Thread(target=self._serve, name=f"tandem-edge-{self._info.model}", daemon=True)
+                name = f"tandem-edge-{self._info.model}"
+                if self._overlap:
+                    self._events = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{name}-events")
+                self._worker = threading.Thread(target=self._serve, name=name, daemon=True)
                 self._worker.start()
             self._wake.notify()
         return job
@@ -178,7 +190,8 @@ class LocalEngine:
         try:
             with self._decoder_lock:
                 decoder = self._ensure_decoder()
-                usage = run_generation(decoder, self.template, job.request, job.send, job.cancelled.is_set)
+                usage = run_generation(decoder, self.template, job.request, job.send, job.cancelled.is_set,
+                                       self._events)
             if job.aborted:
                 job.send(TokenEvent("", None, None, FinishReason.ABORT, usage))
             elif self._closed and job.cancelled.is_set():

@@ -28,10 +28,18 @@ class Sampler:
 
     def pick(self, logits: np.ndarray) -> tuple[int, float]:
         """(token, logprob) from a (vocab,) float32 row of logits."""
-        token = int(logits.argmax()) if self.params.greedy else self._sample(logits)
+        token = self.choose(logits)
+        return token, self.logprob(logits, token)
+
+    def choose(self, logits: np.ndarray) -> int:
+        """The next token alone (what the next decode step needs); ``logprob`` can follow later."""
+        return int(logits.argmax()) if self.params.greedy else self._sample(logits)
+
+    def logprob(self, logits: np.ndarray, token: int) -> float:
+        """``token``'s logprob under the raw distribution of ``logits``."""
         if self._scratch is None or self._scratch.shape != logits.shape or self._scratch.dtype != logits.dtype:
             self._scratch = np.empty_like(logits)
-        return token, float(logits[token]) - logsumexp(logits, self._scratch)
+        return float(logits[token]) - logsumexp(logits, self._scratch)
 
     def _sample(self, logits: np.ndarray) -> int:
         params = self.params
