@@ -73,7 +73,7 @@ class EngineOptions:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
                 raise InvalidRequestError(f"{name} must be an integer >= 1 or None, got {value!r}")
-        if self.overlap_events not in (None, True, False):
+        if self.overlap_events is not None and not isinstance(self.overlap_events, bool):
             raise InvalidRequestError(f"overlap_events must be True, False or None, got {self.overlap_events!r}")
         if not isinstance(self.max_waiting, int) or self.max_waiting < 0:
             raise InvalidRequestError(f"max_waiting must be an integer >= 0, got {self.max_waiting!r}")
