@@ -61,10 +61,11 @@ class EngineOptions:
     """Turn each token into its event (logprob, text, stop sequences) on a second thread while the next decode
     step runs. None: where decoding leaves a core free for it (decode threads < CPU cores); where the runtime
     computes on every core, that thread would only take turns with it (measured in BENCHMARKS.md)."""
-    onnx_decoder: str = "loop"
-    """ONNX bundles only: one of ONNX_DECODERS. The default is our loop: onnxruntime-genai's generator decodes
-    as fast through our engine, not measurably faster, and needs a 170 MB wheel (BENCHMARKS.md, "Edge
-    runtime"); "auto" and "genai" opt in where that wheel is installed anyway."""
+    onnx_decoder: str = "auto"
+    """ONNX bundles only: one of ONNX_DECODERS. The default, "auto", steps onnxruntime-genai's generator where
+    it is installed (the ``edge-genai`` extra) and maps the bundle, else runs our loop: through our engine the
+    generator decoded 0-3 % faster than the loop in each of six paired runs (BENCHMARKS.md, "Edge runtime"),
+    while the loop spares a device genai's 170 MB wheel."""
 
     def __post_init__(self) -> None:
         if self.context_length is not None and (not isinstance(self.context_length, int) or self.context_length < 2):

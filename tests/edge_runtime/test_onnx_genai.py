@@ -1,7 +1,7 @@
-"""ONNX bundles on onnxruntime-genai's generator (``onnx_decoder="genai"``) decode exactly like our own loop on
-onnxruntime (``"loop"``) and the source model, keep the engine's stream contract (streaming, stop strings,
-prefix continuation, cancellation), reuse the KV cache of a shared prefix, and give way to the loop when
-genai is missing or cannot map a bundle's graph."""
+"""ONNX bundles on onnxruntime-genai's generator (``onnx_decoder="genai"``; "auto", the default, where genai is
+installed) decode exactly like our own loop on onnxruntime (``"loop"``) and the source model, keep the
+engine's stream contract (streaming, stop strings, prefix continuation, cancellation), reuse the KV cache of a
+shared prefix, and give way to the loop when genai is missing or cannot map a bundle's graph."""
 
 from __future__ import annotations
 
@@ -154,6 +154,17 @@ def test_the_genai_config_lives_in_a_private_folder_removed_on_close(bundles, tr
     engine.close()
     assert _genai_folders() == before
     verify_bundle(bundle, trusted)  # nothing was written into the signed bundle
+
+
+def test_by_default_an_onnx_bundle_decodes_on_genai_where_it_is_installed(bundles, trusted):
+    """The default decoder ("auto") is the one that measured faster (BENCHMARKS.md): genai, seen by its folder."""
+    assert EngineOptions().onnx_decoder == "auto"
+    before = _genai_folders()
+    engine = load_bundle(bundles("llama", "onnx", "fp32"), trusted_keys=trusted, options=EngineOptions(lazy=False))
+    try:
+        assert len(_genai_folders() - before) == 1
+    finally:
+        engine.close()
 
 
 def test_a_graph_genai_cannot_map_falls_back_to_the_loop(bundles, trusted, signing_key, tmp_path, caplog):
