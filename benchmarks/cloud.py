@@ -15,6 +15,12 @@ within a minute, so the paired figures are steadier: ``ratio_paired`` (the media
 round during which other processes (not this one, not the replica) took more than ``OTHER_CPU_MAX`` of the
 cores is measured again, up to a third of the rounds (``remeasured``). Goals (cloud-tier issue): ``ratio >=
 0.95`` at every concurrency; TTFT p50 overhead <= 3 ms; tokens/s at 16 streams >= 4 x at 1 stream.
+
+After the rounds, ``benchmarks.grpc_floor`` streams the same calls and chunks through a bare grpc.aio server
+and client paced like the direct rounds: ``transport_floor_share`` is the share of the cores they take,
+``ratio_at_floor`` the ratio to expect from a replica whose own work cost nothing beyond grpc.aio's where the
+engine keeps every core busy (the CPU engine's torch threads nearly do), and ``ttft_floor_p50_ms`` how long
+the bare calls of a round take to their first chunk (sent at once, no engine).
 """
 
 from __future__ import annotations
@@ -187,6 +193,23 @@ def _summary(runs: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
     return row
 
 
+def _add_transport_floor(rows: dict[str, Any], tokens: int, rounds: int) -> None:
+    """``benchmarks.grpc_floor`` paced like each concurrency's direct rounds: the transport CPU a bare grpc.aio
+    server and client take for the same streams (``transport_floor_share`` of the cores), the ratio to expect
+    if ours cost no more (``ratio_at_floor``, where the engine keeps every core busy) and the bare transport's
+    time to first chunk (``ttft_floor_p50_ms``)."""
+    from benchmarks import grpc_floor
+
+    cores = os.cpu_count() or 1
+    seconds = {int(n): int(n) * tokens / row["tps_direct"] for n, row in rows.items()}
+    floor = grpc_floor.measure({n: grpc_floor.Pace.of(n, tokens, s / tokens) for n, s in seconds.items()}, rounds)
+    for n, row in rows.items():
+        cpu_s = floor[int(n)]["floor_cpu_ms"] / 1000
+        row["transport_floor_share"] = floor[int(n)]["floor_share"]
+        row["ratio_at_floor"] = seconds[int(n)] / (seconds[int(n)] + cpu_s / cores)
+        row["ttft_floor_p50_ms"] = floor[int(n)]["floor_ttft_p50_ms"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
@@ -211,6 +234,8 @@ def main() -> None:
         finally:
             process.terminate()
             process.wait(timeout=60)
+    console.print("measuring bare grpc.aio's CPU for the same streams ...")
+    _add_transport_floor(rows, tokens, rounds)
     from export.safetensors_info import parameter_count
 
     gain = rows["16"]["tps_direct"] / rows["1"]["tps_direct"] if {"1", "16"} <= rows.keys() else float("nan")
@@ -230,13 +255,13 @@ def main() -> None:
         print(json.dumps(result, indent=2))
         return
     table = Table(title=f"CPU engine, gRPC on loopback vs in-process ({result['model']['parameters']:,} parameters)")
-    for column in ("streams", "tok/s grpc", "tok/s direct", "ratio", "paired [95 % CI]", "TTFT p50 grpc",
+    for column in ("streams", "tok/s grpc", "tok/s direct", "ratio", "paired [95 % CI]", "at floor", "TTFT p50 grpc",
                    "TTFT p50 direct", "TTFT p99 grpc", "TTFT p99 direct"):
         table.add_column(column, justify="right")
     for count, r in rows.items():
         low, high = r["ratio_paired_ci"]
         table.add_row(count, f"{r['tps_grpc']:.0f}", f"{r['tps_direct']:.0f}", f"{r['ratio']:.3f}",
-                      f"{r['ratio_paired']:.3f} [{low:.3f}, {high:.3f}]",
+                      f"{r['ratio_paired']:.3f} [{low:.3f}, {high:.3f}]", f"{r['ratio_at_floor']:.3f}",
                       f"{r['ttft_p50_ms_grpc']:.1f} ms", f"{r['ttft_p50_ms_direct']:.1f} ms",
                       f"{r['ttft_p99_ms_grpc']:.1f} ms", f"{r['ttft_p99_ms_direct']:.1f} ms")
     Console().print(table)

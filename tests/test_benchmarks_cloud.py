@@ -53,4 +53,6 @@ def test_quick_run_prints_every_figure(toy_cache: Path) -> None:
         low, high = row["ratio_paired_ci"]
         assert low <= row["ratio_paired"] <= high
         assert row["ttft_p50_ms_grpc"] <= row["ttft_p99_ms_grpc"]
+        assert 0 < row["transport_floor_share"] < 1 and 0 < row["ratio_at_floor"] < 1
+        assert row["ttft_floor_p50_ms"] > 0
     assert results["goals"]["met"] is False  # without 16 streams the batching goal cannot be judged
