@@ -201,13 +201,13 @@ def _add_transport_floor(rows: dict[str, Any], tokens: int, rounds: int) -> None
     from benchmarks import grpc_floor
 
     cores = os.cpu_count() or 1
-    seconds = {int(n): int(n) * tokens / row["tps_direct"] for n, row in rows.items()}
-    floor = grpc_floor.measure({n: grpc_floor.Pace.of(n, tokens, s / tokens) for n, s in seconds.items()}, rounds)
+    step_s = {int(n): int(n) / row["tps_direct"] for n, row in rows.items()}  # the direct rounds' decode step
+    floor = grpc_floor.measure({n: grpc_floor.Pace.of(n, tokens, s) for n, s in step_s.items()}, rounds)
     for n, row in rows.items():
-        cpu_s = floor[int(n)]["floor_cpu_ms"] / 1000
-        row["transport_floor_share"] = floor[int(n)]["floor_share"]
-        row["ratio_at_floor"] = seconds[int(n)] / (seconds[int(n)] + cpu_s / cores)
-        row["ttft_floor_p50_ms"] = floor[int(n)]["floor_ttft_p50_ms"]
+        direct_s, bare = step_s[int(n)] * tokens, floor[int(n)]
+        row["transport_floor_share"] = bare["floor_share"]
+        row["ratio_at_floor"] = direct_s / (direct_s + bare["floor_cpu_ms"] / 1000 / cores)
+        row["ttft_floor_p50_ms"] = bare["floor_ttft_p50_ms"]
 
 
 def main() -> None:

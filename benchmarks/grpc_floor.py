@@ -4,7 +4,7 @@
 
 A bare servicer of Tandem's ``Inference`` proto (no interceptor, auth, quotas, metrics, logs or engine), in a
 process of its own, answers ``Generate`` calls with the chunks the replica would send: the first token at
-once, then one chunk per ``cloud_service.servicer`` chunk interval at that concurrency, the last at the end,
+once, then one chunk per ``cloud_service.servicer.chunk_interval`` at that concurrency, the last at the end,
 paced like a batching engine whose step takes ``A + B x streams`` milliseconds. A bare grpc.aio client reads
 them. Per concurrency and round: the CPU time the server process and the client took (``floor_cpu_ms``), and
 as a share of all cores over the round (``floor_share``); and the median time from starting a round's calls to
@@ -49,11 +49,10 @@ class Pace:
 
     @classmethod
     def of(cls, streams: int, tokens: int, step_s: float) -> Pace:
-        from cloud_service.servicer import CHUNK_INTERVAL_S, CHUNK_RATE_BUDGET
+        from cloud_service.servicer import chunk_interval
 
         seconds = tokens * step_s
-        interval = max(CHUNK_INTERVAL_S, streams / CHUNK_RATE_BUDGET)  # InferenceServicer.chunk_interval
-        return cls(tokens, seconds, min(tokens, 2 + int(seconds / interval)))
+        return cls(tokens, seconds, min(tokens, 2 + int(seconds / chunk_interval(streams))))
 
 
 def _serve(ready: Any) -> None:

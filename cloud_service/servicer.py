@@ -47,6 +47,13 @@ sends at most every ``max(CHUNK_INTERVAL_S, streams in flight / CHUNK_RATE_BUDGE
 streams, 40 ms at 16, 80 ms at 32). A chunk costs about 0.2 ms of CPU in grpc.aio on the two ends together
 (more where they share cores with the engine); sent every 10 ms per stream, chunks took about a third of the
 CPU that decoding 32 streams had (see BENCHMARKS.md, Cloud replica)."""
+
+
+def chunk_interval(streams: int) -> float:
+    """Shortest time between two chunks of one stream while ``streams`` are in flight (see CHUNK_RATE_BUDGET)."""
+    return max(CHUNK_INTERVAL_S, streams / CHUNK_RATE_BUDGET)
+
+
 TEMPLATE_TOKEN_ALLOWANCE = 64
 """Upper bound on the tokens a chat template adds per message, for the cheap prompt-length pre-check."""
 
@@ -117,8 +124,8 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
     # -- Generate ----------------------------------------------------------------------------------------
 
     def chunk_interval(self) -> float:
-        """Shortest time between two chunks of one stream at the current load (see CHUNK_RATE_BUDGET)."""
-        return max(CHUNK_INTERVAL_S, len(self.inflight) / CHUNK_RATE_BUDGET)
+        """Shortest time between two chunks of one stream at the current load."""
+        return chunk_interval(len(self.inflight))
 
     def _resolve(self, name: str, version: str) -> ServedModel | None:
         versions = self.models.get(name, [])

@@ -3,9 +3,10 @@
 The graph is an optimum "text-generation-with-past" decoder whose names and cache layout the export wrote
 into ``manifest.extra["onnx"]["io"]``. Each step feeds the previous step's ``present.*`` OrtValues as this
 step's ``past_key_values.*`` inputs (``run_with_ort_values``), so the cache never round-trips through numpy,
-and reads the last row of the logits in place. The ONNX decoder where onnxruntime-genai is not installed:
-its generator stepped by our engine (``onnx_genai``, the default ``EngineOptions(onnx_decoder="auto")`` where
-installed) decodes 0-3 % faster on the benchmark model (BENCHMARKS.md, "Edge runtime") but needs a 170 MB wheel.
+and reads the last row of the logits in place. The default ``EngineOptions(onnx_decoder="auto")`` uses this
+loop only where onnxruntime-genai is not installed (or cannot map the graph): genai's generator stepped by our
+engine (``onnx_genai``) decodes 0-3 % faster on the benchmark model (BENCHMARKS.md, "Edge runtime") but needs a
+170 MB wheel.
 """
 
 from __future__ import annotations
