@@ -13,6 +13,17 @@ from typing import Protocol
 import numpy as np
 
 
+def reusable_prefix(cached_ids: Sequence[int], token_ids: Sequence[int]) -> int:
+    """How many leading tokens of a new prompt ``token_ids`` the KV cache of ``cached_ids`` can keep: the
+    prefix they share, less the prompt's last token if it is all shared (one token must run, to give logits)."""
+    shared = 0
+    for cached_id, new_id in zip(cached_ids, token_ids, strict=False):
+        if cached_id != new_id:
+            break
+        shared += 1
+    return min(shared, len(token_ids) - 1)
+
+
 class Detokenizer(Protocol):
     def add(self, token: int) -> str:
         """The text that ``token`` makes visible (may be empty)."""

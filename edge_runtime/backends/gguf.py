@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edge_runtime.backends.options import DecoderOptions
-from edge_runtime.decoder import Detokenizer
+from edge_runtime.decoder import Detokenizer, reusable_prefix
 from edge_runtime.detokenize import PieceDetokenizer
 from edge_runtime.errors import BackendUnavailableError, GenerationError, ModelLoadError
 from edge_runtime.tokenizer import TOKENIZER_FILE, BundleTokenizer
@@ -91,12 +91,7 @@ class LlamaCppDecoder:
         return PieceDetokenizer(lambda token: self.llm.detokenize([token]))
 
     def prefill(self, token_ids: Sequence[int]) -> tuple[np.ndarray, int]:
-        cached = 0
-        for cached_id, new_id in zip(self._ids, token_ids, strict=False):
-            if cached_id != new_id:
-                break
-            cached += 1
-        cached = min(cached, len(token_ids) - 1)  # at least one token runs, to produce logits
+        cached = reusable_prefix(self._ids, token_ids)
         if cached < len(self._ids):
             if not self._llama_cpp.llama_memory_seq_rm(self._memory, 0, cached, -1):
                 self._forget()

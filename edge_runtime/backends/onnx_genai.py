@@ -30,6 +30,7 @@ import numpy as np
 from edge_runtime.backends.genai_native import GenaiCallError, GenaiLibrary, NativeGenerator, NativeModel
 from edge_runtime.backends.options import DecoderOptions
 from edge_runtime.bundle import Manifest
+from edge_runtime.decoder import reusable_prefix
 from edge_runtime.detokenize import WindowDetokenizer
 from edge_runtime.errors import (
     BackendUnavailableError,
@@ -185,12 +186,7 @@ class GenaiDecoder:
         return self.tokenizer.detokenizer(prompt_ids)
 
     def prefill(self, token_ids: Sequence[int]) -> tuple[np.ndarray, int]:
-        cached = 0
-        for cached_id, new_id in zip(self._tokens, token_ids, strict=False):
-            if cached_id != new_id:
-                break
-            cached += 1
-        cached = min(cached, len(token_ids) - 1)  # at least one token runs, to produce logits
+        cached = reusable_prefix(self._tokens, token_ids)
         try:
             if self._generator is None:
                 self._generator, cached = NativeGenerator(self.model, self.context_length, self._vocab), 0
