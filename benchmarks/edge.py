@@ -40,8 +40,8 @@ that evaluates the prompt, timed on both sides (ours: the decoder's ``prefill``;
 ``Llama.eval`` in ``generate``, genai's ``append_tokens``): ``paired_ttft_outside_prefill_ms`` is the paired
 difference of the rest (our layer: queue handoff, tokenization, first token's event and its trip back) and
 ``paired_prefill_call_diff_ms`` that of the calls themselves, the same library work on both sides, whose
-spread is this machine's prefill noise. The peak RSS growth of loading
-each model (ours: verify + load; raw: the library's load) is read once per side in a child process.
+spread is this machine's prefill noise. The peak RSS growth of loading each model (ours: verify + load;
+raw: the library's load) is read once per side in a child process.
 
 Goals (edge-runtime issue): decode ours / raw >= 0.97 and TTFT overhead <= 2 ms on every backend. Bundles
 and the signing key that verifies them are cached under ``--cache``/edge-bundles (rebuilt when they fail
