@@ -9,7 +9,8 @@
 Given a helper thread (``overlap``), the loop picks each token, starts the decode step that needs it, and lets
 the helper turn the token into its event (logprob, detokenization, stop sequences, emit) meanwhile: that work
 costs the decode loop nothing while the runtime computes with the GIL released. The one step it cannot know in
-advance is a stop sequence completing, so such a sequence decodes one token more than it returns.
+advance is a stop sequence completing, so such a sequence decodes one token more than it returns. The first
+token's event is made by the loop itself before the next step, so that the helper's wake-up stays out of TTFT.
 """
 
 from __future__ import annotations
