@@ -10,7 +10,9 @@
     ├── ConversionError                  a conversion step failed (e.g. a tokenizer it cannot convert)
     │   └── NumericalMismatchError       a converted model's outputs diverge from the source model's
     ├── QualityGateError                 a quantized artifact lost more quality than the gate allows
-    └── SigningKeyError                  a signing key is missing, unreadable or of the wrong type
+    ├── SigningKeyError                  a signing key is missing, unreadable or of the wrong type
+    └── TaskBuildError                   the task models' build failed: a training child, or a teacher that
+                                         did not learn every family and level it is meant to solve
 
 Errors of bundle *verification* belong to the runtime that loads bundles: ``edge_runtime.bundle``.
 """
@@ -61,3 +63,7 @@ class QualityGateError(ExportError):
 
 class SigningKeyError(ExportError):
     """A signing key is missing, unreadable or not an Ed25519 private key."""
+
+
+class TaskBuildError(ExportError):
+    """A task-model build failed (``export.tasks``); the message says which stage and what to do."""

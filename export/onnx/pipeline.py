@@ -28,6 +28,7 @@ from export.errors import SpecError
 from export.onnx import graph
 from export.onnx.options import (
     INT8_PER_CHANNEL,
+    INT8_REDUCE_RANGE,
     LOGITS_ATOL,
     Int4Options,
     Quantization,
@@ -107,7 +108,8 @@ class OnnxArtifact:
         """For ``Manifest.extra``: what a runtime needs to drive the graph, and how it was quantized."""
         quantization: dict[str, Any] = {"type": self.quantization}
         if self.quantization == "int8":
-            quantization |= {"method": "onnxruntime dynamic (MatMulInteger)", "per_channel": INT8_PER_CHANNEL}
+            quantization |= {"method": "onnxruntime dynamic (MatMulInteger)", "per_channel": INT8_PER_CHANNEL,
+                             "reduce_range": INT8_REDUCE_RANGE}
         elif self.int4 is not None:
             quantization |= {"method": "onnxruntime MatMulNBits / GatherBlockQuantized", **self.int4.as_dict()}
         return {"onnx": {"io": self.io, "opsets": self.opsets, "quantization": quantization}}

@@ -54,8 +54,23 @@ def test_int8_weights_are_int8_per_channel(onnx_artifact) -> None:
     assert types["model.embed_tokens.weight_quantized"].startswith("uint8 (embedding, int8 per tensor")
     assert artifact.size_ratio_vs_f16 < 0.75
     assert artifact.manifest_extra()["onnx"]["quantization"] == {
-        "type": "int8", "method": "onnxruntime dynamic (MatMulInteger)", "per_channel": True
+        "type": "int8", "method": "onnxruntime dynamic (MatMulInteger)", "per_channel": True, "reduce_range": True
     }
+
+
+def test_int8_weights_fit_the_kernel_every_x86_cpu_runs_exactly(onnx_artifact) -> None:
+    """Without VNNI, ONNX Runtime's u8 x s8 kernel sums pairs of products in int16: with weights in [-64, 64]
+    a pair is at most 2 * 255 * 64 = 32640 and never saturates, so every CPU computes the same integers."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(onnx_artifact("llama", "int8").path / "model.onnx")
+    weights = {init.name: init for init in model.graph.initializer}
+    quantized = [node.input[1] for node in model.graph.node if node.op_type == "MatMulInteger"]
+    assert quantized
+    for name in quantized:
+        values = numpy_helper.to_array(weights[name])
+        assert values.dtype == np.int8 and int(values.min()) >= -64 and int(values.max()) <= 64, name
 
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2"])

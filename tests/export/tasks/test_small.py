@@ -2,9 +2,10 @@
 the student is close to it there and clearly worse on the hard ones, the bundles' routers tell the two apart on
 held-out prompts, and routing by a router beats routing at random on the test split.
 
-The bounds leave room below what seeds 0-4 of the same spec measured (the build is deterministic on one machine:
-the same spec gave bit-identical models with one and two training threads; another CPU may round differently,
-which the other seeds stand in for)."""
+The bounds leave room below what the spec measured with torch's AVX-512 and its AVX2 kernels
+(``ATEN_CPU_CAPABILITY=avx2``, what CPUs without AVX-512 run), which train to different models from the same
+seed: the build is deterministic on one machine under any load (export.tasks.training_process), not across CPU
+models, so the bounds must hold for both (see ``TaskModelsSpec.small``); earlier specs also measured seeds 0-4."""
 
 from __future__ import annotations
 
@@ -25,13 +26,14 @@ from tests.support import invoke
 
 EASY, HARD = "1", "3"
 TEACHER_EASY_MIN = 0.8
-"""Teacher accuracy on level 1; measured 0.89-1.0."""
+"""Teacher accuracy on level 1; measured 0.975-1.0."""
 STUDENT_EASY_GAP_MAX = 0.15
-"""How far the student may trail the teacher on level 1; measured 0.0-0.08."""
+"""How far the student may trail the teacher on level 1; measured 0.025 (AVX-512) and 0.1375 (AVX2)."""
 STUDENT_DROP_MIN = 0.08
-"""Student accuracy on level 1 minus level 3; measured 0.13-0.81."""
+"""Student accuracy on level 1 minus level 3; measured 0.275-0.41."""
 HARD_GAP_MIN = 0.15
-"""Teacher minus student accuracy on level 3; measured 0.23-0.67."""
+"""Teacher minus student accuracy on level 3; measured 0.2 (AVX2) and 0.41 (AVX-512); 20 student steps gave
+0.075 on AVX2, the failure this spec was changed for."""
 HELD_OUT_AUROC_MIN = 0.65
 """The routers' AUROC on the calibration prompts held out of their fit; measured 0.74-0.91."""
 TEST_AUROC_MIN = 0.65
