@@ -11,7 +11,7 @@ The CPU model still changes the rounding: the small spec's teacher after 10 step
 trained models are measured over seeds and over torch's AVX2 and AVX-512 kernels (see
 tests/export/tasks/test_small.py), and full builds check that their teacher learned what it should.
 
-The child reports every step to the parent as one JSON line on stdout.
+The child reports every step to the parent as one line on stdout: PROGRESS_PREFIX and a JSON object.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ PINNED_ENV = {
 }
 STAGES = ("teacher", "student")
 ERROR_TAIL_LINES = 20
+PROGRESS_PREFIX = "tandem-progress "
 
 
 class TrainingProcessError(TaskBuildError):
@@ -62,8 +63,9 @@ def run_training_stage(
         child.stdin.write(pickle.dumps(spec).hex())
         child.stdin.close()
         for line in child.stdout:
-            event = json.loads(line)
-            progress.update(event["done"], event["total"], event["detail"])
+            if line.startswith(PROGRESS_PREFIX):  # anything else a library prints is not ours to parse
+                event = json.loads(line[len(PROGRESS_PREFIX):])
+                progress.update(event["done"], event["total"], event["detail"])
         child.wait()
         errors.seek(0)
         text = errors.read()
@@ -79,7 +81,7 @@ class _LineProgress:
         pass
 
     def update(self, done: int, total: int | None, detail: str = "") -> None:
-        print(json.dumps({"done": done, "total": total, "detail": detail}), flush=True)
+        print(PROGRESS_PREFIX + json.dumps({"done": done, "total": total, "detail": detail}), flush=True)
 
 
 def _child(stage: str, root: Path, data: Path) -> None:
