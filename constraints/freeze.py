@@ -1,6 +1,6 @@
 """Write the lock: every distribution installed in this interpreter's environment, as ``name==version``.
 
-    python constraints/freeze.py OUT [--exclude NAME ...] [--title TEXT]
+    python constraints/freeze.py OUT [--exclude NAME ...] [--title TEXT]   (TEXT: one comment line on top)
 
 Run by ``make lock`` inside a fresh virtualenv; the project itself is left out (``--exclude``). The file is
 written atomically, sorted by normalised name, so a refresh shows in git as the versions that changed.
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--title", default="")
     args = parser.parse_args(argv)
     pins = installed({normalise(name) for name in args.exclude})
-    header = [f"# {line}" if line else "#" for line in args.title.split("\\n")] if args.title else []
+    header = [f"# {args.title}"] if args.title else []
     body = [f"{name}=={version}" for name, version in sorted(pins.items())]
     temporary = args.out.with_name(f".{args.out.name}.{os.getpid()}.partial")
     temporary.write_text("\n".join([*header, *body]) + "\n")

@@ -1,5 +1,6 @@
 """The virtualenv the suite runs in is exactly the lock: the same packages at the same versions (`make install`
-installs constraints/lock.txt; `make lock` refreshes it), and every build-time pin names a real version."""
+installs constraints/lock.txt; `make lock` refreshes it). Both locks are sorted exact pins that agree where they
+name the same package."""
 
 from __future__ import annotations
 

@@ -22,12 +22,12 @@ INT8_PER_CHANNEL = True
 tensor, top-1 agreement 81.4 % vs 80.5 %, for 2.6 % more bytes (the per-channel scales)."""
 
 INT8_REDUCE_RANGE = True
-"""INT8 weights in the reduced range [-64, 64]. ONNX Runtime's MatMulInteger takes uint8 activations times int8 weights;
-on x86 CPUs without VNNI (AVX2 only) its kernel adds pairs of those products in int16 and saturates with full
-8-bit weights, so one bundle decoded differently by CPU. Measured on the tiny toy models (24 greedy tokens,
-agreement with the source's choice teacher-forced on the bundle's path): 8-bit weights 0.958 / 0.708 (llama /
-qwen2) with AVX-512 VNNI but 0.458 / 0.083 on a Haswell-class CPU (qemu-x86_64 -cpu Haswell); 7-bit weights
-0.875 / 0.833 on both, with the same tokens. ONNX Runtime's quantization docs recommend reduce_range on
+"""INT8 weights in the reduced range [-64, 64]. ONNX Runtime's MatMulInteger takes uint8 activations times int8
+weights; on x86 CPUs without VNNI (AVX2 only) its kernel adds pairs of those products in int16 and saturates
+with full 8-bit weights, so one bundle decoded differently by CPU. Measured on the tiny toy models (24 greedy
+tokens, agreement with the source's choice teacher-forced on the bundle's path): 8-bit weights 0.958 / 0.708
+(llama / qwen2) with AVX-512 VNNI but 0.458 / 0.083 on a Haswell-class CPU (qemu-x86_64 -cpu Haswell); 7-bit
+weights 0.875 / 0.833 on both, with the same tokens. ONNX Runtime's quantization docs recommend reduce_range on
 non-VNNI machines; a bundle has to behave the same on every device, and the export's quality gate has to measure
 what devices run."""
 
