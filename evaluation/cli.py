@@ -1,5 +1,6 @@
-"""`tandem eval ...`: the evaluation commands (mounted by ``sdk/cli.py``). Each imports its heavy libraries when
-it runs, so `tandem --help` stays fast."""
+"""`tandem eval ...`: the evaluation commands, mounted by ``tandem/cli.py``. Each imports its heavy libraries when
+it runs, so `tandem --help` stays fast. The cloud tier a run needs comes from the command line's context object
+(``ctx.obj.start_cloud``, an ``evaluation.routing.run.StartCloud``): this package never starts servers itself."""
 
 from __future__ import annotations
 

@@ -4,3 +4,8 @@ Today it holds the toy-model factory (``export.toy_models``) that tests, benchma
 their models with; distillation, GGUF / ONNX conversion, quantization and bundle signing join it. Heavy
 libraries (torch, transformers) are imported inside the functions that need them, never at import time.
 """
+
+from importlib.metadata import version as _version
+
+__version__ = _version("tandem-inference")
+"""The installed distribution's version, written into every bundle manifest as the exporting tool's."""

@@ -49,11 +49,11 @@ def build(
 ) -> None:
     """Run a recipe: optional distillation, then every target as a checked, signed bundle."""
     with cli_errors():
+        from export import __version__
         from export.build import run_build
         from export.errors import RecipeError
         from export.recipe import load_recipe
         from export.signing_keys import load_private_key
-        from sdk import __version__
 
         recipe = load_recipe(recipe_file)
         key_source = signing_key or recipe.signing_key

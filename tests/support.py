@@ -26,7 +26,7 @@ def invoke(*args: str):
     """Run `tandem ARGS...` in-process, wide enough that Rich tables do not wrap names."""
     from typer.testing import CliRunner
 
-    from sdk.cli import app
+    from tandem.cli import app
 
     return CliRunner(env={"COLUMNS": "200"}).invoke(app, list(args), terminal_width=200)
 

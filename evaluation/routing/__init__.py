@@ -4,9 +4,9 @@
     report = evaluate_routing(EvalSettings(size="full"))      # the JSON object of `tandem eval routing --json`
 
 Modules: ``settings`` (the options, validated), ``policies`` (the policies compared, declared once),
-``run`` (their real runs: LocalFleet cloud, signed device bundle, AsyncHybridClient), ``replay`` (threshold
-sweeps replayed from recorded outcomes; numpy only), ``report`` (the JSON object and the tables), ``plot``
-(the PNG), ``evaluate`` (all of it in one call), ``cli`` (the command), ``errors``.
+``run`` (their real runs: a cloud tier the caller starts, signed device bundle, AsyncHybridClient),
+``replay`` (threshold sweeps replayed from recorded outcomes; numpy only), ``report`` (the JSON object and the
+tables), ``plot`` (the PNG), ``evaluate`` (all of it in one call), ``cli`` (the command), ``errors``.
 """
 
 from evaluation.routing.errors import (

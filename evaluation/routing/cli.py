@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 
-from evaluation.routing.run import EvalProgress
+from evaluation.routing.run import EvalProgress, StartCloud
 
 PLOT_EXTRA = "bench"
 """The extra that brings matplotlib (the `dev` extra has it too)."""
@@ -86,7 +86,16 @@ def _user_errors() -> Iterator[None]:
         raise typer.Exit(2) from exc
 
 
+def _start_cloud(ctx: typer.Context) -> StartCloud:
+    start_cloud = getattr(ctx.obj, "start_cloud", None)
+    if start_cloud is None:
+        raise RuntimeError("tandem eval runs inside the tandem command line, which provides the cloud tier "
+                           "(ctx.obj.start_cloud); mount evaluation.cli.app there")
+    return start_cloud
+
+
 def routing(
+    ctx: typer.Context,
     size: str = typer.Option("full", help="Task models: full (the measured ones) or smoke (tiny, for tests)."),
     cache_dir: Path = typer.Option(None, help="Task-model cache [default: ~/.cache/tandem/tasks]."),
     per_cell: int = typer.Option(None, help="Test items per (family, level) [default: the size's own, 30 for full]."),
@@ -109,7 +118,8 @@ def routing(
                    TimeElapsedColumn())
         with Progress(*columns, console=_console) as bar:
             progress = _RichProgress(bar)
-            report = evaluate_routing(settings, plot=plot, progress=progress, build_progress=_BuildProgress(bar))
+            report = evaluate_routing(settings, _start_cloud(ctx), plot=plot, progress=progress,
+                                      build_progress=_BuildProgress(bar))
             progress.finish()
     if as_json:
         typer.echo(json.dumps(report, indent=2))

@@ -1,6 +1,6 @@
 """The whole evaluation in one call: models, test items, real runs, replay, report and plot.
 
-    report = evaluate_routing(EvalSettings(size="smoke", per_cell=2), plot=Path("routing.png"))
+    report = evaluate_routing(EvalSettings(size="smoke", per_cell=2), start_cloud, plot=Path("routing.png"))
     report["policies"]["router"]["accuracy"], report["router_auroc"], report["goals"]
 """
 
@@ -14,7 +14,7 @@ from typing import Any
 from evaluation.routing.errors import EvaluationSettingsError
 from evaluation.routing.plot import write_plot
 from evaluation.routing.report import build_report, policy_curves
-from evaluation.routing.run import CLOUD_REPLICAS, EvalProgress, bundle_policies, run_policies
+from evaluation.routing.run import CLOUD_REPLICAS, EvalProgress, StartCloud, bundle_policies, run_policies
 from evaluation.routing.settings import EvalSettings
 
 PLOT_NAME = "routing_quality.png"
@@ -37,10 +37,11 @@ def check_plot_path(path: Path) -> None:
         raise EvaluationSettingsError("--plot", f"{str(path)!r} must end in .png")
 
 
-def evaluate_routing(settings: EvalSettings, *, plot: Path | None = None, progress: EvalProgress | None = None,
-                     build_progress: Any = None) -> dict[str, Any]:
+def evaluate_routing(settings: EvalSettings, start_cloud: StartCloud, *, plot: Path | None = None,
+                     progress: EvalProgress | None = None, build_progress: Any = None) -> dict[str, Any]:
     """Build (or reuse) the task models, run every policy through the SDK, replay the sweeps, write the plot;
-    the report (``evaluation.routing.report``) with ``plot`` and ``seconds`` (wall time) added."""
+    the report (``evaluation.routing.report``) with ``plot`` and ``seconds`` (wall time) added. ``start_cloud``
+    starts the cloud tier (``run.StartCloud``)."""
     from export.tasks import generate_split
     from export.tasks.build import TaskModelsSpec, ensure_task_models
 
@@ -54,7 +55,7 @@ def evaluate_routing(settings: EvalSettings, *, plot: Path | None = None, progre
     spec = TaskModelsSpec.for_size(settings.size)  # the families and levels the models were trained on
     items = generate_split("test", per_cell, seed=settings.seed, families=spec.families, levels=spec.levels)
     policies = bundle_policies(models, settings.backend)
-    runs, outcomes = asyncio.run(run_policies(items, models, settings, progress, policies))
+    runs, outcomes = asyncio.run(run_policies(items, models, settings, start_cloud, progress, policies))
     curves = policy_curves(outcomes, policies)
     meta = {
         "size": settings.size, "backend": settings.backend, "per_cell": per_cell, "seed": settings.seed,

@@ -2,7 +2,8 @@
 
     runs, outcomes = await run_policies(items, models, settings, progress)   # {"router": PolicyRun, ...}
 
-The cloud is the teacher behind ``LocalFleet`` (two CPU-engine replicas behind the gateway, on loopback); the
+The cloud is whatever ``start_cloud`` starts from a ``CloudSpec`` (the command line passes ``tandem.fleet``'s: two
+CPU-engine replicas of the teacher behind the gateway, on loopback); this package never starts servers itself. The
 device is the student's signed bundle (GGUF or ONNX) with its calibrated router. Each policy is an
 ``AsyncHybridClient`` configured as ``policies.ClientSetup`` says (clients with the same setup are shared),
 asked every test item with greedy decoding (temperature 0, ``ANSWER_MAX_TOKENS``), a few requests at a time.
@@ -21,7 +22,8 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,7 +42,7 @@ from evaluation.routing.settings import EvalSettings
 if TYPE_CHECKING:
     from export.tasks import TaskItem
     from export.tasks.build import TaskModels
-    from sdk import AsyncHybridClient
+    from sdk import AsyncHybridClient, ChatCompletion
 
 CLOUD_MODEL = "teacher"
 CLOUD_REPLICAS = 2
@@ -57,6 +59,26 @@ UNMETERED_REQUESTS_PER_MINUTE = 10_000_000
 UNMETERED_TOKENS_PER_MINUTE = 1_000_000_000
 """The evaluation's tenant quotas: a full run sends well over the default 600 requests a minute, and a
 refused request would open the client's cloud breaker and be scored as the policy's choice."""
+
+
+@dataclass(frozen=True)
+class CloudSpec:
+    """The cloud tier a run needs: ``replicas`` replicas of the teacher behind one gateway, its callers
+    authenticated with ``api_key`` as ``tenant``, each replica batching up to ``max_running`` requests."""
+
+    teacher: Path
+    model: str
+    api_key: str
+    tenant: str
+    replicas: int
+    threads: int
+    max_running: int
+    requests_per_minute: int
+    tokens_per_minute: int
+
+
+StartCloud = Callable[[CloudSpec], AbstractAsyncContextManager[str]]
+"""Starts the cloud tier a ``CloudSpec`` describes and yields its gRPC target (``host:port``); stops it on exit."""
 
 
 class EvalProgress:
@@ -171,12 +193,18 @@ class _Clients:
             client.signals.close()
 
 
-async def _ask(client: AsyncHybridClient, item: TaskItem, mode: Any) -> ItemResult:
+async def ask(client: AsyncHybridClient, item: TaskItem, mode: Any = None) -> ChatCompletion:
+    """``item`` asked as the evaluation and the demo ask it: its chat, greedy, the suite's answer budget."""
     from export.tasks.answers import ANSWER_MAX_TOKENS
+
+    return await client.chat.completions.create(
+        messages=item.chat(), max_tokens=ANSWER_MAX_TOKENS, temperature=TEMPERATURE, mode=mode)
+
+
+async def _ask(client: AsyncHybridClient, item: TaskItem, mode: Any) -> ItemResult:
     from sdk import SwitchKind
 
-    response = await client.chat.completions.create(
-        messages=item.chat(), max_tokens=ANSWER_MAX_TOKENS, temperature=TEMPERATURE, mode=mode)
+    response = await ask(client, item, mode)
     route = response.route
     text = response.choices[0].message.content
     difficulty = route.difficulty
@@ -240,25 +268,24 @@ def _recorded_runs_are_clean(device: PolicyRun, cloud: PolicyRun) -> None:
                                      f"(first: item {wrong[0]})")
 
 
-async def run_policies(items: Sequence[TaskItem], models: TaskModels, settings: EvalSettings,
-                       progress: EvalProgress | None = None,
-                       policies: Sequence[RoutingPolicy] | None = None) -> tuple[dict[str, PolicyRun], Outcomes]:
-    """Start the cloud tier, run every policy (default: ``bundle_policies``) on ``items``; the runs by policy
-    name and the recorded outcomes. Raises EvaluationRunError when a request gets no answer."""
-    from cloud_service.engines.cpu import CpuEngineOptions
-    from cloud_service.local_fleet import LocalFleet
+def cloud_spec(models: TaskModels, settings: EvalSettings, api_key: str) -> CloudSpec:
+    """The evaluation's cloud: the teacher on ``CLOUD_REPLICAS`` replicas, its tenant unmetered."""
+    return CloudSpec(teacher=Path(models.teacher), model=CLOUD_MODEL, api_key=api_key, tenant=CLOUD_TENANT,
+                     replicas=CLOUD_REPLICAS, threads=ENGINE_THREADS, max_running=settings.concurrency,
+                     requests_per_minute=UNMETERED_REQUESTS_PER_MINUTE, tokens_per_minute=UNMETERED_TOKENS_PER_MINUTE)
 
+
+async def run_policies(items: Sequence[TaskItem], models: TaskModels, settings: EvalSettings,
+                       start_cloud: StartCloud, progress: EvalProgress | None = None,
+                       policies: Sequence[RoutingPolicy] | None = None) -> tuple[dict[str, PolicyRun], Outcomes]:
+    """Start the cloud tier with ``start_cloud``, run every policy (default: ``bundle_policies``) on ``items``;
+    the runs by policy name and the recorded outcomes. Raises EvaluationRunError when a request gets no answer."""
     progress = progress or EvalProgress()
     policies = policies if policies is not None else bundle_policies(models, settings.backend)
     api_key = secrets.token_urlsafe(24)
-    options = CpuEngineOptions(threads=ENGINE_THREADS, max_running=settings.concurrency)
-    progress.phase(f"starting the cloud tier ({CLOUD_REPLICAS} CPU replicas of the teacher behind the gateway)",
-                   None)
-    async with LocalFleet(Path(models.teacher), model=CLOUD_MODEL, api_key=api_key, replicas=CLOUD_REPLICAS,
-                          tenant=CLOUD_TENANT, engine_options=options,
-                          requests_per_minute=UNMETERED_REQUESTS_PER_MINUTE,
-                          tokens_per_minute=UNMETERED_TOKENS_PER_MINUTE) as fleet:
-        clients = _Clients(models, settings.backend, fleet.target, api_key)
+    progress.phase(f"starting the cloud tier ({CLOUD_REPLICAS} replicas of the teacher behind the gateway)", None)
+    async with start_cloud(cloud_spec(models, settings, api_key)) as target:
+        clients = _Clients(models, settings.backend, target, api_key)
         try:
             runs: dict[str, PolicyRun] = {}
             outcomes: Outcomes | None = None

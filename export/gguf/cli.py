@@ -32,10 +32,10 @@ def gguf(
 ) -> None:
     """Convert to GGUF, check the logits, quantize with llama.cpp, gate the perplexity, sign."""
     with cli_errors():
+        from export import __version__
         from export.gguf.pipeline import STEPS, build_gguf_bundle
         from export.signing_keys import load_private_key
         from export.source import SourceModel
-        from sdk import __version__
 
         key = load_private_key(signing_key)
         source = SourceModel.open(model)

@@ -57,12 +57,12 @@ def onnx_command(
 ) -> None:
     """Export to ONNX with KV cache (optimum-onnx), check the logits, quantize with ONNX Runtime, gate, sign."""
     with cli_errors():
+        from export import __version__
         from export.errors import SpecError
         from export.onnx.bundle import STEPS, build_onnx_bundle
         from export.onnx.options import Int4Options
         from export.signing_keys import load_private_key
         from export.source import SourceModel
-        from sdk import __version__
 
         given = {"--block-size": block_size, "--symmetric/--asymmetric": symmetric, "--accuracy-level": accuracy_level}
         int4 = None

@@ -61,7 +61,7 @@ def test_verify_fails_with_exit_1_after_tampering(bundle: Path, keys, tmp_path: 
 def test_signing_key_from_the_environment_as_pem_text(keys, tiny_llama: Path, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from sdk.cli import app
+    from tandem.cli import app
 
     env = {"TANDEM_SIGNING_KEY": keys[0].read_text(), "COLUMNS": "200"}
     result = CliRunner(env=env).invoke(app, ["export", "gguf", str(tiny_llama), str(tmp_path / "b"), "-q", "f16"])

@@ -15,8 +15,8 @@ from cloud_service.config import DistributionConfig
 from cloud_service.distribution import SERVICE_NAME as DISTRIBUTION_SERVICE
 from cloud_service.engines.cpu import CpuEngineOptions
 from cloud_service.errors import CloudError
-from cloud_service.local_fleet import LocalFleet
 from edge_runtime.types import GenerationRequest, Message, SamplingParams
+from tandem.fleet import LocalFleet
 
 KEY = "sk-local-fleet-test"
 

@@ -3,7 +3,7 @@
 1. build (or reuse) the task suite's teacher (the cloud model) and distilled student (the device model, a
    signed GGUF bundle with its calibrated router): ``export.tasks.build.ensure_task_models``;
 2. start the cloud tier in this process on loopback: two CPU replicas of the teacher behind the gateway
-   (``cloud_service.local_fleet.LocalFleet``), which also serves the student bundle for download;
+   (``tandem.fleet.LocalFleet``), which also serves the student bundle for download;
 3. start an ``AsyncHybridClient`` (routing mode auto) on a fresh "device" folder with no bundle, and play:
    - download: the bundle is fetched and verified in the background, the cloud answers meanwhile;
    - normal: a mixed-difficulty batch from the test split; the bundle's router sends the prompts it expects
@@ -38,11 +38,11 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn
 from rich.table import Table
 
 if TYPE_CHECKING:
-    from cloud_service.local_fleet import LocalFleet
     from export.tasks import TaskItem
     from export.tasks.build import TaskModels
     from sdk import AsyncHybridClient, Route
     from sdk.provisioning import ProvisionStatus
+    from tandem.fleet import LocalFleet
 
 DEMO_API_KEY = "tdm_demo_key"
 CLOUD_MODEL = "teacher"
@@ -238,10 +238,9 @@ class _Player:
         self.result = result
 
     async def _ask(self, item: TaskItem, mode: str | None = None) -> tuple[str, Route]:
-        from export.tasks.answers import ANSWER_MAX_TOKENS
+        from evaluation.routing.run import ask
 
-        response = await self.client.chat.completions.create(messages=item.chat(), max_tokens=ANSWER_MAX_TOKENS,
-                                                             temperature=0, mode=mode)
+        response = await ask(self.client, item, mode)
         return response.choices[0].message.content, response.route
 
     async def ask(self, scenario: Scenario, item: TaskItem) -> Row:
@@ -379,9 +378,9 @@ class _Player:
 async def _play(console: Console, models: TaskModels, batch: Sequence[TaskItem], result: DemoResult) -> None:
     from cloud_service.config import DistributionConfig
     from cloud_service.engines.cpu import CpuEngineOptions
-    from cloud_service.local_fleet import LocalFleet
     from sdk import AsyncHybridClient, Policy
     from sdk.policy import CloudSettings, DeviceSettings, RetrySettings, RoutingSettings
+    from tandem.fleet import LocalFleet
 
     bundle = models.bundles[BUNDLE_FORMAT]
     fleet = LocalFleet(models.teacher, model=CLOUD_MODEL, api_key=DEMO_API_KEY, replicas=REPLICAS,

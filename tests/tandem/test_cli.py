@@ -2,7 +2,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from sdk import __version__
+from tandem import __version__
 from tests.support import REPO, invoke
 
 
@@ -29,7 +29,7 @@ def test_missing_extra_names_the_install_command(tmp_path: Path) -> None:
     script = (
         "import sys; sys.modules['torch'] = None; sys.modules['transformers'] = None\n"
         f"sys.argv = ['tandem', 'demo', '--cache-dir', {str(tmp_path)!r}]\n"
-        "from sdk.cli import main; main()\n"
+        "from tandem.cli import main; main()\n"
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO)
     assert done.returncode == 2, done.stderr

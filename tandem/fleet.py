@@ -21,6 +21,8 @@ across kills and restarts, so a restart takes milliseconds.
 from __future__ import annotations
 
 import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
     from cloud_service.gateway.config import GatewayConfig
     from cloud_service.gateway.server import GatewayServer
     from cloud_service.server import ReplicaServer
+    from evaluation.routing.run import CloudSpec
 
 HOST = "127.0.0.1"
 GATEWAY_TENANT = "gateway"
@@ -186,4 +189,17 @@ class LocalFleet:
             await gateway.stop(0)
 
 
-__all__ = ["LocalFleet"]
+@asynccontextmanager
+async def start_cloud(spec: CloudSpec) -> AsyncIterator[str]:
+    """``tandem eval``'s cloud tier (``evaluation.routing.run.StartCloud``): a LocalFleet of CPU replicas of
+    ``spec.teacher``; yields the gateway's address."""
+    from cloud_service.engines.cpu import CpuEngineOptions
+
+    options = CpuEngineOptions(threads=spec.threads, max_running=spec.max_running)
+    async with LocalFleet(spec.teacher, model=spec.model, api_key=spec.api_key, replicas=spec.replicas,
+                          tenant=spec.tenant, engine_options=options, requests_per_minute=spec.requests_per_minute,
+                          tokens_per_minute=spec.tokens_per_minute) as fleet:
+        yield fleet.target
+
+
+__all__ = ["LocalFleet", "start_cloud"]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from sdk._demo import Scenario, demo_batch, run_demo
+from tandem.demo import Scenario, demo_batch, run_demo
 from tests.support import invoke
 
 

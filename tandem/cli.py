@@ -4,18 +4,23 @@
     tandem edge ...     edge_runtime/cli.py    (app developers: run a bundle here)
     tandem cloud ...    cloud_service/cli.py   (backend teams)
     tandem eval ...     evaluation/cli.py      (measuring routing quality end to end)
-    tandem demo         sdk/_demo.py           (everyone: the end-to-end run)
+    tandem demo         tandem/demo.py         (everyone: the end-to-end run)
 
 This module is the composition root of the command line, the only place that sees every package; nothing
-in ``sdk`` imports it. Commands import their heavy libraries inside their bodies, so ``tandem --help`` is
-fast and works with any extra installed.
+outside ``tandem`` imports it. What one package's commands need from another (``tandem eval`` needs a cloud
+tier) reaches them through the context object, ``Services``. Commands import their heavy libraries inside
+their bodies, so ``tandem --help`` is fast and works with any extra installed.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -26,11 +31,32 @@ from edge_runtime.cli import app as edge_app
 from evaluation.cli import app as eval_app
 from export.cli import app as export_app
 
+if TYPE_CHECKING:
+    from evaluation.routing.run import CloudSpec
+
+
+@asynccontextmanager
+async def _start_cloud(spec: CloudSpec) -> AsyncIterator[str]:
+    from tandem.fleet import start_cloud
+
+    async with start_cloud(spec) as target:
+        yield target
+
+
+@dataclass(frozen=True)
+class Services:
+    """What the mounted commands get from the composition root (Click's context object, ``ctx.obj``)."""
+
+    start_cloud = staticmethod(_start_cloud)
+    """Starts the cloud tier ``tandem eval`` runs against: ``tandem.fleet.start_cloud``."""
+
+
 app = typer.Typer(
     name="tandem",
     help="Tandem: edge-plus-cloud hybrid inference for LLMs.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
+    context_settings={"obj": Services()},
 )
 app.add_typer(export_app)
 app.add_typer(edge_app)
@@ -68,7 +94,7 @@ def default_cache_dir() -> Path:
 @app.command()
 def version() -> None:
     """Print the installed version."""
-    from sdk import __version__
+    from tandem import __version__
 
     print(__version__)
 
@@ -83,7 +109,7 @@ def demo(
     # on purpose, so only errors are shown (read when gRPC starts: before the demo imports it).
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     from export.errors import ExportError
-    from sdk._demo import PIPE_WIDTH, DemoError, run_demo
+    from tandem.demo import PIPE_WIDTH, DemoError, run_demo
 
     console = Console()
     if not console.is_terminal and "COLUMNS" not in os.environ:
