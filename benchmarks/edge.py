@@ -82,8 +82,8 @@ is measured again."""
 PAUSE = 0.05
 """Seconds between two generations, so that one side's spinning threads do not slow the other's start."""
 TTFT_ROUNDS = 80
-"""One-token rounds per backend on top of the decode rounds: with 40, the paired TTFT difference's 95 % interval
-on this machine was up to +-8 ms (prefill speed drifts), wider than the 2 ms goal it checks."""
+"""One-token rounds per backend on top of the decode rounds: twice the 40 first used, whose paired TTFT interval
+was far wider than the 2 ms goal it checks where prefill speed drifts (BENCHMARKS.md, "Edge runtime")."""
 LLAMA_MAX_BATCH = 512  # edge_runtime.backends.gguf.MAX_BATCH: raw gets the same n_batch
 
 

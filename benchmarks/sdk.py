@@ -6,9 +6,9 @@
 Model: a 29M-parameter Llama from the toy factory (random weights, float32) served as-is by a replica's CPU
 engine and, on the device, as a signed GGUF q8_0 bundle built from the same folder; one thread each by
 default (the other core is the app's / the client's). Why this size and not the ~100M model of
-``benchmarks.edge``: a token costs about 3 ms on the device (llama.cpp) and about 15 ms in the replica
-(transformers), so per-token work is the model's, not Python's, while the SDK's per-token Python is still a
-visible share of the device's 3 ms (on the 100M model it would hide in the noise); and a 256-token round
+``benchmarks.edge``: a token costs a few milliseconds on the device (llama.cpp) and several times that in the
+replica (transformers), so per-token work is the model's, not Python's, while the SDK's per-token Python is still
+a visible share of the device's (on the 100M model it would hide in the noise); and a 256-token round
 takes under a second on the device, so many alternating rounds fit in the quiet spells of this shared 2-core
 machine. The replica is its own process (``tandem cloud serve``) on a loopback port, as a cloud would be.
 
@@ -29,12 +29,12 @@ What is measured (``--json`` prints one object with these keys, plus details):
   after the switch (the one that starts at the route's ``switch.after_chars``). Median over
   ``--failover-rounds`` rounds, each with a fresh replica and client. Also reported:
   ``failover_from_kill_ms`` (from just before the kill) and ``failover.break_detect_ms`` (kill -> observed:
-  the kernel closes the killed replica's sockets as it tears the process down, some 25 ms for this one).
+  the kernel closes the killed replica's sockets as it tears the process down).
   Goal: < 250 ms.
 - ``overhead_ratio_edge``: tokens/s through ``AsyncHybridClient`` (``local_only``, ``stream=True``, greedy)
   over tokens/s of the engine ``edge_runtime.load_bundle`` gave that client, called directly
   (``engine.generate``): the same engine instance on both sides, because two engines of one bundle differ by
-  a few % in speed (seen here: 2,400 vs 2,490 us of CPU per token); before each run the engine answers an
+  a few % in speed (BENCHMARKS.md, "SDK"); before each run the engine answers an
   unrelated one-token chat (untimed), so neither side reuses the other's KV cache.
   ``overhead_ratio_cloud``: the same with ``cloud_only`` over ``cloud_service.client.CloudClient.generate``
   against the same replica. Tokens/s = completion tokens / (call -> last chunk or event), so the SDK's

@@ -41,6 +41,8 @@ class Decoder(Protocol):
     """Tokens that end a sequence."""
     vocabulary: str
     """Fingerprint of the vocabulary ``tokenize`` uses ("" when unknown)."""
+    vocabulary_size: int
+    """Token ids the model takes: 0 .. vocabulary_size - 1."""
 
     def tokenize(self, text: str, *, add_special: bool) -> list[int]:
         """Token ids of ``text``; special-token text is parsed as special tokens; ``add_special`` adds the

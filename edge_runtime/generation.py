@@ -25,7 +25,7 @@ import numpy as np
 
 from edge_runtime.chat import ChatTemplate, prompt_text
 from edge_runtime.decoder import Decoder, Detokenizer
-from edge_runtime.errors import PromptTooLongError
+from edge_runtime.errors import InvalidRequestError, PromptTooLongError
 from edge_runtime.sampling import Sampler
 from edge_runtime.stops import StopMatcher
 from edge_runtime.types import FinishReason, GenerationRequest, TokenEvent, Usage
@@ -47,9 +47,14 @@ class Tokenizes(Protocol):
 
 def prompt_ids(tokenizer: Tokenizes, request: GenerationRequest, template: ChatTemplate | None) -> list[int]:
     """The request's prompt as every engine feeds it: formatted by ``prompt_text``, then tokenized. When the
-    request carries ``prefix_tokens`` of this tokenizer's vocabulary, the prefix's tail is those ids as given."""
+    request carries ``prefix_tokens`` of this tokenizer's vocabulary, the prefix's tail is those ids as given;
+    an id outside the vocabulary is the caller's mistake (InvalidRequestError), not the runtime's."""
     given = request.prefix_tokens
     if given is not None and given.vocabulary == getattr(tokenizer, "vocabulary", None):
+        size = getattr(tokenizer, "vocabulary_size", None)
+        if size is not None and max(given.ids) >= size:
+            raise InvalidRequestError(f"prefix_tokens.ids holds id {max(given.ids)}, outside this vocabulary of "
+                                      f"{size} tokens; send ids from the stream of the same model")
         head = request.assistant_prefix[: len(request.assistant_prefix) - len(given.text)]
         text, add_special = prompt_text(dataclasses.replace(request, assistant_prefix=head, prefix_tokens=None),
                                         template)
@@ -170,7 +175,7 @@ def _overlapped(
     if cancelled():
         return
     # the first token's event is made here, before the next step: handing it to the helper would add the
-    # helper's wake-up (measured 0.45 ms on a VM whose second core idles after the prefill) to the TTFT
+    # helper's wake-up (slow on a core that idled through the prefill) to the TTFT
     first = state.advance(logits)
     emit(first)
     if first.finish_reason is not None:

@@ -64,8 +64,8 @@ class EngineOptions:
     onnx_decoder: str = "auto"
     """ONNX bundles only: one of ONNX_DECODERS. The default, "auto", steps onnxruntime-genai's generator where
     it is installed (the ``edge-genai`` extra) and maps the bundle, else runs our loop: through our engine the
-    generator decoded 0-3 % faster than the loop in each of six paired runs (BENCHMARKS.md, "Edge runtime"),
-    while the loop spares a device genai's 170 MB wheel."""
+    generator decoded faster than the loop in every paired run (BENCHMARKS.md, "Edge runtime"), while the loop
+    spares a device genai's wheel."""
 
     def __post_init__(self) -> None:
         if self.context_length is not None and (not isinstance(self.context_length, int) or self.context_length < 2):

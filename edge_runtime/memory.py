@@ -1,9 +1,9 @@
 """The memory check before a model is loaded: weights + KV cache for the asked context must fit.
 
 need = weight_bytes + kv_bytes_per_token x context + runtime allowance (compute buffers, allocator arenas,
-logits, tokenizer): a fixed part plus a share of the weights. On the 100M benchmark model, loading grows the
-process's peak RSS by 131-212 MiB for 60-110 MiB of weights (``python -m benchmarks.edge``, BENCHMARKS.md),
-within weights + the allowance of 128 MiB + weights / 4.
+logits, tokenizer): a fixed part plus a share of the weights, 128 MiB + weights / 4, which covers the peak RSS
+growth of loading the benchmark model's bundles (``python -m benchmarks.edge`` without ``--skip-rss``;
+BENCHMARKS.md, "Edge runtime").
 """
 
 from __future__ import annotations

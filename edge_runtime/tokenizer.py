@@ -49,6 +49,11 @@ class BundleTokenizer:
         """The fingerprint of this tokenizer's vocabulary (``vocabulary_fingerprint``)."""
         return vocabulary_fingerprint(self._tokenizer.get_vocab(with_added_tokens=True))
 
+    @functools.cached_property
+    def vocabulary_size(self) -> int:
+        """How many token ids the vocabulary has, added tokens included: valid ids are 0 .. size - 1."""
+        return self._tokenizer.get_vocab_size(with_added_tokens=True)
+
     def token_id(self, text: str) -> int | None:
         """The id of a token given by its text (a special token's), or None."""
         return self._tokenizer.token_to_id(text)

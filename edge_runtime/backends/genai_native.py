@@ -1,9 +1,8 @@
 """onnxruntime-genai's C API (``ort_genai_c.h``) through ctypes: the handful of calls the genai decoder makes.
 
 Why not the package's Python binding: its functions hold the GIL while the model runs, so every other Python
-thread (the engine's event loop delivering tokens, the host app) stalls for each whole decode step (about
-9 ms on the benchmark model; a thread sleeping 2 ms woke once per step instead of 4-5 times), which cost our
-engine more than genai's C++ loop saved (BENCHMARKS.md, "Edge runtime"). ctypes releases the GIL around
+thread (the engine's event loop delivering tokens, the host app) stalls for each whole decode step, which cost
+our engine more than genai's C++ loop saved (BENCHMARKS.md, "Edge runtime"). ctypes releases the GIL around
 every foreign call. The library is the one the installed ``onnxruntime_genai`` package ships; importing the
 package first makes it find its onnxruntime.
 

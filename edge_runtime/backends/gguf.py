@@ -3,8 +3,8 @@
 llama-cpp-python's ``Llama`` loads the model and context; the decoder then calls ``llama_decode`` itself, one
 ``llama_batch_get_one`` per chunk (positions and sequence implied by the KV cache) and a reused one-token batch
 per decode step. ``Llama.eval`` would rebuild its batch field by field in Python and keep its own token
-record for every token; skipping it decoded about 3 % faster in a decoder-level probe on the benchmark model's
-q4_k_m bundle (128-token rounds alternating with ``Llama.eval``). The last position's logits are read straight
+record for every token, all while holding the GIL; skipping it removes that per-token Python from the decode loop
+(BENCHMARKS.md, "Edge runtime"). The last position's logits are read straight
 from llama.cpp's buffer, so sampling, logprobs, stop sequences and detokenization are the engine's own and
 match the ONNX backend.
 Text is tokenized with the bundle's tokenizer.json like the source model (see ``edge_runtime.tokenizer``);
@@ -79,6 +79,7 @@ class LlamaCppDecoder:
         eos = self.llm.token_eos()
         self.eos_token_ids = eos_token_ids | ({eos} if eos >= 0 else set())
         self.vocabulary = self.tokenizer.vocabulary if self.tokenizer is not None else ""
+        self.vocabulary_size = self.n_vocab
 
     def tokenize(self, text: str, *, add_special: bool) -> list[int]:
         if self.tokenizer is not None:

@@ -5,8 +5,8 @@ into ``manifest.extra["onnx"]["io"]``. Each step feeds the previous step's ``pre
 step's ``past_key_values.*`` inputs (``run_with_ort_values``), so the cache never round-trips through numpy,
 and reads the last row of the logits in place. The default ``EngineOptions(onnx_decoder="auto")`` uses this
 loop only where onnxruntime-genai is not installed (or cannot map the graph): genai's generator stepped by our
-engine (``onnx_genai``) decodes 0-3 % faster on the benchmark model (BENCHMARKS.md, "Edge runtime") but needs a
-170 MB wheel.
+engine (``onnx_genai``) decoded faster in every paired comparison (BENCHMARKS.md, "Edge runtime") but needs
+onnxruntime-genai's wheel on the device (the ``edge-genai`` extra).
 """
 
 from __future__ import annotations
@@ -118,6 +118,7 @@ class OnnxDecoder:
             )
         self.tokenizer = BundleTokenizer(folder / TOKENIZER_FILE)
         self.vocabulary = self.tokenizer.vocabulary
+        self.vocabulary_size = self.tokenizer.vocabulary_size
         self.io = io
         self.context_length = options.context_length
         self.eos_token_ids = eos_token_ids

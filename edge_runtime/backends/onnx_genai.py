@@ -174,6 +174,7 @@ class GenaiDecoder:
         self._cleanup = weakref.finalize(self, _free, self.__dict__, self._folder)
         self.tokenizer = BundleTokenizer(folder / TOKENIZER_FILE)
         self.vocabulary = self.tokenizer.vocabulary
+        self.vocabulary_size = self.tokenizer.vocabulary_size
         self.context_length = options.context_length
         self.eos_token_ids = eos_token_ids
         self._vocab = int(config["model"]["vocab_size"])

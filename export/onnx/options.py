@@ -45,10 +45,10 @@ class Int4Options:
     """Block-wise weight-only INT4 (ONNX Runtime ``MatMulNBits`` / ``GatherBlockQuantized``).
 
     The default block of 32 weights is the block size of llama.cpp's Q4_0: with asymmetric blocks and
-    float32 scales it stores 4 + (32 + 4) / 32 = 5.125 bits per weight, 0.32x of F16 (measured 0.323x on
-    the 100M benchmark model), inside the 0.36x budget. Small models' hidden sizes (64, 576, 896) are
+    float32 scales it stores 4 + (32 + 4) / 32 = 5.125 bits per weight, 0.32x of F16, inside the 0.36x budget
+    (BENCHMARKS.md, "Export", has the measured sizes). Small models' hidden sizes (64, 576, 896) are
     multiples of 32 but not always of 128, and only whole blocks let a tied embedding share the LM head's
-    blocks. Block 128 stores 4.28 bits per weight (0.27x measured) with a larger error (tiny toy Llama:
+    blocks. Block 128 stores 4.28 bits per weight with a larger error (tiny toy Llama:
     logits RMS error 71 % vs 64 % of the logits' spread at 32).
     """
 
