@@ -521,25 +521,34 @@ class BreakObserver:
         self.side = inner.side
         self.failed_at: float | None = None
 
-    @property
-    def model(self) -> str:
-        return self.inner.model
+    def generate(self, request: GenerationRequest) -> _WatchedStream:
+        return _WatchedStream(self.inner.generate(request), self)
 
-    @property
-    def version(self) -> str:
-        return self.inner.version
 
-    @property
-    def vocabulary(self) -> str:
-        return self.inner.vocabulary
+class _WatchedStream:
+    """A side's stream (its model, version and vocabulary as it learns them) whose failure time is noted."""
 
-    async def generate(self, request: GenerationRequest) -> Any:
+    def __init__(self, inner: Any, observer: BreakObserver) -> None:
+        self.inner = inner
+        self.observer = observer
+
+    def __getattr__(self, name: str) -> Any:  # model, version, vocabulary: the inner stream's, as they change
+        return getattr(self.inner, name)
+
+    def __aiter__(self) -> _WatchedStream:
+        return self
+
+    async def __anext__(self) -> Any:
         try:
-            async for event in self.inner.generate(request):
-                yield event
-        except Exception:
-            self.failed_at = time.perf_counter()
+            return await anext(self.inner)
+        except StopAsyncIteration:
             raise
+        except Exception:
+            self.observer.failed_at = time.perf_counter()
+            raise
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
 
 
 async def failover_round(setup: Setup, replica: Replica, tokens: int, index: int) -> dict[str, float]:

@@ -40,12 +40,10 @@ from sdk.completions import (
     ChunkChoice,
     CompletionUsage,
 )
-from sdk.difficulty import DifficultyEstimator
 from sdk.errors import ClientClosedError, RequestError
 from sdk.orchestrator import Orchestrator
 from sdk.policy import Mode, Policy, load_policy
 from sdk.provisioning import Provisioner
-from sdk.reasons import Side
 from sdk.route import Route, RouteBuilder
 from sdk.signals.hub import SignalHub
 from sdk.telemetry import RequestRecord, Telemetry
@@ -203,23 +201,7 @@ class AsyncHybridClient:
             self.link = signals.link
         self.signals = signals
         self.telemetry = Telemetry(on_record)
-        self._estimator = DifficultyEstimator(self.policy.routing.max_difficulty)
-        self._router_loads = 0
-        """EdgeSide.loads when the bundle's router was last read."""
-        self._cascade = self.policy.cascade.resolved(None)
-        """The cascade's settings, its cutoff from the bundle's router.json when the policy sets none."""
-        sides: dict[Side, Any] = {}
-        if self.edge is not None:
-            sides[Side.DEVICE] = self.edge
-        if self.cloud is not None:
-            sides[Side.CLOUD] = self.cloud
-        edge = self.edge
-        self.orchestrator = Orchestrator(
-            self.policy, sides,
-            device_health=(lambda blocked: edge.health(blocked)) if edge is not None else (lambda blocked: None),
-            signals=self.signals.current, estimator=self._current_estimator, cloud_feedback=self._cloud_feedback,
-            cascade_settings=lambda: self._cascade,
-        )
+        self.orchestrator = Orchestrator(self.policy, edge=self.edge, cloud=self.cloud, signals=self.signals)
         self.provisioner: Provisioner | None = None
         if self.policy.device.provision_bundle and self.edge is not None and self.cloud is not None:
             self.provisioner = Provisioner(self.policy.device.provision_bundle, self.edge, self.cloud)
@@ -238,29 +220,6 @@ class AsyncHybridClient:
                                 api_key=settings.resolved_api_key(), tls=self.cloud.client_tls(),
                                 interval_s=settings.health_interval_s)
         return self.link
-
-    def _cloud_feedback(self, ok: bool) -> None:
-        if self.link is not None:
-            if ok:
-                self.link.report_success()
-            else:
-                self.link.report_failure()
-
-    def _current_estimator(self) -> DifficultyEstimator:
-        if self.edge is not None and self.edge.loaded and self._router_loads != self.edge.loads:
-            self._router_loads = self.edge.loads
-            wanted = self.policy.routing.use_router or self.policy.cascade.enabled
-            router = self.edge.router() if wanted else None
-            self._cascade = self.policy.cascade.resolved(router.cascade if router is not None else None)
-            if not self.policy.routing.use_router:
-                router = None
-            if router is None:
-                self._estimator = self._estimator.with_router(None, None)
-            else:
-                routing = self.policy.routing
-                self._estimator = self._estimator.with_router(router, routing.router_threshold,
-                                                              routing.router_cloud_share)
-        return self._estimator
 
     def _mode(self, mode: Mode | str | None) -> Mode:
         if mode is None:
@@ -296,7 +255,7 @@ class AsyncHybridClient:
             await self.edge.engine()
         except SideFailure:
             return False
-        self._current_estimator()
+        self.orchestrator.estimator()  # reads the bundle's router now
         return True
 
     async def _run(self, request: GenerationRequest, mode: Mode, route: RouteBuilder) -> AsyncIterator[TokenEvent]:

@@ -20,34 +20,31 @@ import asyncio
 import dataclasses
 import random
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import Protocol
 
 from edge_runtime.types import GenerationRequest, PrefixTokens, TokenEvent, Usage
-from sdk.backends.failure import SideFailure
+from sdk.backends.cloud import CloudSide
+from sdk.backends.edge import EdgeSide
+from sdk.backends.failure import LinkFailure, SideFailure
+from sdk.backends.stream import SideStream
 from sdk.backoff import backoff_delay
 from sdk.breaker import CircuitBreaker
+from sdk.bundle_routing import BundleRouting
 from sdk.decision import CloudHealth, Decision, DeviceHealth, decide
 from sdk.difficulty import Difficulty, DifficultyEstimator
 from sdk.errors import NoRouteError
-from sdk.policy import CascadeSettings, Mode, Policy
+from sdk.policy import Mode, Policy
 from sdk.reasons import Reason, Side
 from sdk.route import RouteBuilder, SwitchKind
-from sdk.signals.types import Signals
-
-CLOUD_LINK_CODES = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED", "FIRST_TOKEN_TIMEOUT"})
-"""Cloud failures that say something about the link (reported to the link monitor)."""
+from sdk.signals.hub import SignalHub
 
 
 class SideBackend(Protocol):
     side: Side
-    model: str
-    version: str
-    vocabulary: str
-    """Fingerprint of the serving model's vocabulary ("" unknown), current while its events arrive."""
 
-    def generate(self, request: GenerationRequest) -> AsyncIterator[TokenEvent]: ...
+    def generate(self, request: GenerationRequest) -> SideStream: ...
 
 
 class _Escalate(Exception):
@@ -127,30 +124,40 @@ def continuation(request: GenerationRequest, delivered: Delivered, attempt: int)
 
 
 class Orchestrator:
-    def __init__(self, policy: Policy, sides: dict[Side, SideBackend], device_health: Callable[[bool], DeviceHealth],
-                 signals: Callable[[], Signals], estimator: Callable[[], DifficultyEstimator],
-                 cloud_feedback: Callable[[bool], None] | None = None, rng: random.Random | None = None,
-                 cascade_settings: Callable[[], CascadeSettings] | None = None) -> None:
+    """Runs requests on the sides: owns the routing state (bundle router, cascade) and the per-side breakers."""
+
+    def __init__(self, policy: Policy, *, edge: EdgeSide | None, cloud: CloudSide | None, signals: SignalHub,
+                 rng: random.Random | None = None) -> None:
         self.policy = policy
-        uncalibrated = policy.cascade.resolved(None)
-        self.cascade_settings = cascade_settings or (lambda: uncalibrated)
-        """The cascade with its cutoff resolved (the bundle's calibrated one, when the policy sets none)."""
-        self.sides = sides
-        self.device_health = device_health
+        self.edge = edge
         self.signals = signals
-        self.estimator = estimator
-        self.cloud_feedback = cloud_feedback or (lambda ok: None)
+        self.sides: dict[Side, SideBackend] = {}
+        if edge is not None:
+            self.sides[Side.DEVICE] = edge
+        if cloud is not None:
+            self.sides[Side.CLOUD] = cloud
+        self.routing = BundleRouting(policy, edge)
         self.rng = rng or random.Random()
         retry = policy.retry
         self.breakers = {side: CircuitBreaker(retry.breaker_failures, retry.breaker_reset_s) for side in Side}
 
+    def estimator(self) -> DifficultyEstimator:
+        """The difficulty estimator requests are routed with now (``BundleRouting.estimator``)."""
+        return self.routing.estimator()
+
     def decide(self, request: GenerationRequest, mode: Mode) -> tuple[Decision, Difficulty]:
         messages = request.messages or ()
-        difficulty = self.estimator().estimate(messages, request.sampling.max_tokens)
-        device = self.device_health(self.breakers[Side.DEVICE].blocks) if Side.DEVICE in self.sides else \
+        difficulty = self.routing.estimator().estimate(messages, request.sampling.max_tokens)
+        blocked = self.breakers[Side.DEVICE].blocks
+        device = self.edge.health(blocked) if self.edge is not None and Side.DEVICE in self.sides else \
             DeviceHealth(False, False, False, False, None, False)
         cloud = CloudHealth(Side.CLOUD in self.sides, self.breakers[Side.CLOUD].blocks)
-        return decide(mode, self.signals(), difficulty, device, cloud, self.policy.routing), difficulty
+        return decide(mode, self.signals.current(), difficulty, device, cloud, self.policy.routing), difficulty
+
+    def _link_heard(self, ok: bool) -> None:
+        link = self.signals.link
+        if link is not None:
+            link.report_success() if ok else link.report_failure()
 
     async def run(self, request: GenerationRequest, mode: Mode, route: RouteBuilder) -> AsyncIterator[TokenEvent]:
         started = time.perf_counter()
@@ -182,16 +189,17 @@ class Orchestrator:
                 sub = continuation(request, delivered, attempt_no)
                 attempt_no += 1
                 failure = None
-                events = backend.generate(sub)
+                stream = backend.generate(sub)
+                events: AsyncIterator[TokenEvent] = stream
                 if use_cascade and delivered.tokens == 0:
-                    settings = self.cascade_settings()
+                    settings = self.routing.cascade()
                     assert settings.window_tokens is not None and settings.min_logprob is not None  # resolved
                     events = cascade(events, settings.window_tokens, settings.min_logprob)
                 try:
                     async with aclosing(events):
                         async for event in events:
                             got += event.token_id is not None
-                            delivered.add(event, backend.vocabulary)
+                            delivered.add(event, stream.vocabulary)
                             route.token(event.text, event.token_id is not None)
                             if event.finish_reason is not None and event.usage is not None:
                                 event = dataclasses.replace(event, usage=Usage(
@@ -199,21 +207,21 @@ class Orchestrator:
                             yield event
                     breaker.success()
                     if side is Side.CLOUD:
-                        self.cloud_feedback(True)
-                    route.attempt(side, backend.model, backend.version, got, True)
+                        self._link_heard(True)
+                    route.attempt(side, stream.model, stream.version, got, True)
                     route.finished_at = time.perf_counter()
                     return
                 except _Escalate:
-                    route.attempt(side, backend.model, backend.version, 0, False, "LOW_CONFIDENCE")
+                    route.attempt(side, stream.model, stream.version, 0, False, "LOW_CONFIDENCE")
                     route.switch(SwitchKind.ESCALATION, side, Side.CLOUD, Reason.LOW_CONFIDENCE)
                     use_cascade, side = False, Side.CLOUD
                     continue
                 except SideFailure as caught:
                     failure = caught
                     breaker.failure()
-                    if side is Side.CLOUD and caught.code in CLOUD_LINK_CODES:
-                        self.cloud_feedback(False)
-                    route.attempt(side, backend.model, backend.version, got, False, caught.code, caught.detail)
+                    if isinstance(caught, LinkFailure):
+                        self._link_heard(False)
+                    route.attempt(side, stream.model, stream.version, got, False, caught.code, caught.detail)
                     failures[str(side)] = caught.detail
                     if not caught.retryable or tries[side] >= self.policy.retry.attempts:
                         exhausted.add(side)

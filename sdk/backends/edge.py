@@ -22,6 +22,7 @@ from edge_runtime.errors import (
 )
 from edge_runtime.types import GenerationRequest, TokenEvent
 from sdk.backends.failure import SideFailure
+from sdk.backends.stream import SideStream
 from sdk.decision import DeviceHealth
 from sdk.policy import DeviceSettings
 from sdk.reasons import Reason, Side
@@ -45,9 +46,10 @@ class EdgeSide:
         self.failure: str | None = None
         """Why the bundle cannot be used (verification or load error); None while it can."""
         self.model = ""
+        """The bundle's model name (from its manifest), then the loaded engine's."""
         self.version = ""
         self.vocabulary = ""
-        """The loaded model's vocabulary fingerprint ("" unknown)."""
+        """The loaded engine's vocabulary fingerprint ("" until loaded); each stream carries its own."""
         self.loads = 0
         """Engines built so far: a new one (after provisioning replaced the bundle) may carry another router."""
         self.refresh()
@@ -139,8 +141,15 @@ class EdgeSide:
         self.model, self.version, self.vocabulary = engine.info.model, engine.info.version, engine.info.vocabulary
         return engine
 
-    async def generate(self, request: GenerationRequest) -> AsyncIterator[TokenEvent]:
+    def generate(self, request: GenerationRequest) -> SideStream:
+        """The device's answer, from the engine loaded when it starts (the stream keeps that engine's model)."""
+        return SideStream(self.side, self.model, self.version, lambda stream: self._events(request, stream),
+                          self.vocabulary)
+
+    async def _events(self, request: GenerationRequest, serving: SideStream) -> AsyncIterator[TokenEvent]:
         engine = await self.engine()
+        info = engine.info
+        serving.serving(info.model, info.version, info.vocabulary)
         try:
             async for event in engine.generate(request):
                 yield event

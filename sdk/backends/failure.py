@@ -1,4 +1,9 @@
-"""SideFailure: one side could not answer, or stopped answering mid-stream."""
+"""Why one side could not answer, or stopped answering mid-stream, typed by what the orchestrator does.
+
+    SideFailure             the side failed; ``retryable`` says whether trying it again may work
+    └── LinkFailure         the cloud could not be reached or did not answer in time: the link monitor
+                            hears of it (a refusal or an engine error says nothing about the link)
+"""
 
 from __future__ import annotations
 
@@ -15,3 +20,7 @@ class SideFailure(Exception):
         """Trying the same side again may work (a timeout, a busy engine, UNAVAILABLE)."""
         self.code = code
         """The error's short name (a gRPC status or an edge-runtime error class), for the route and metrics."""
+
+
+class LinkFailure(SideFailure):
+    """The cloud was unreachable, or its first token or its deadline passed."""
