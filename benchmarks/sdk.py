@@ -169,7 +169,7 @@ class Replica:
         self.log_file = work / f"replica-{index}.log"
         with self.log_file.open("w") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "sdk", "cloud", "serve", "-c", str(config)], stdout=subprocess.DEVNULL,
+                [sys.executable, "-m", "tandem", "cloud", "serve", "-c", str(config)], stdout=subprocess.DEVNULL,
                 stderr=log, env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )
         self.port = 0
