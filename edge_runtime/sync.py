@@ -5,21 +5,18 @@
         for event in engine.generate(request):      # closing the iterator early cancels the request
             print(event.text, end="")
 
-The wrapped engine runs on a private event loop thread; each call is submitted to it.
+The wrapped engine runs on a private event loop thread (``loop_thread.LoopThread``); each call is submitted
+to it.
 """
 
 from __future__ import annotations
 
-import asyncio
-import threading
-from collections.abc import AsyncIterable, Coroutine, Iterator
-from typing import Any, TypeVar
+from collections.abc import AsyncIterable, Iterator
 
 from edge_runtime.engine import Engine, EngineInfo
-from edge_runtime.errors import GenerationError
+from edge_runtime.errors import EngineClosedError, GenerationError
+from edge_runtime.loop_thread import LoopThread
 from edge_runtime.types import Completion, FinishReason, GenerationRequest, TokenEvent, Usage
-
-T = TypeVar("T")
 
 
 async def collect(stream: AsyncIterable[TokenEvent]) -> Completion:
@@ -41,50 +38,25 @@ async def collect(stream: AsyncIterable[TokenEvent]) -> Completion:
 class SyncEngine:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="tandem-sync-engine", daemon=True)
-        self._thread.start()
+        self._loop = LoopThread("tandem-sync-engine", closed=lambda: EngineClosedError("the engine is closed"))
 
     @property
     def info(self) -> EngineInfo:
         return self.engine.info
 
-    def _call(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
-
     def complete(self, request: GenerationRequest) -> Completion:
-        return self._call(collect(self.engine.generate(request)))
+        return self._loop.call(collect(self.engine.generate(request)))
 
     def generate(self, request: GenerationRequest) -> Iterator[TokenEvent]:
-        stream = aiter(self.engine.generate(request))
-
-        async def next_event() -> TokenEvent:
-            return await anext(stream)
-
-        async def close_stream() -> None:
-            aclose = getattr(stream, "aclose", None)
-            if aclose is not None:
-                await aclose()
-
-        try:
-            while True:
-                try:
-                    yield self._call(next_event())
-                except StopAsyncIteration:
-                    return
-        finally:
-            self._call(close_stream())
+        return self._loop.iterate(aiter(self.engine.generate(request)))
 
     def abort(self, request_id: str) -> bool:
-        return self._call(self.engine.abort(request_id))
+        return self._loop.call(self.engine.abort(request_id))
 
     def close(self) -> None:
         """Close the engine and stop the loop thread."""
         self.engine.close()
-        if self._loop.is_running():
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join()
-        self._loop.close()
+        self._loop.stop()
 
     def __enter__(self) -> SyncEngine:
         return self

@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from edge_runtime.errors import InvalidRequestError
+from edge_runtime.loop_thread import LoopThread
 from edge_runtime.types import GenerationRequest, Message, SamplingParams, TokenEvent
 from sdk.backends.cloud import CloudSide
 from sdk.backends.edge import EdgeSide
@@ -51,7 +51,6 @@ from sdk.telemetry import RequestRecord, Telemetry
 if TYPE_CHECKING:
     from sdk.signals.link import LinkMonitor
 
-T = TypeVar("T")
 
 MAX_TOKENS_LIMIT = 32768
 """Larger max_tokens values are refused as a mistake (no device or replica generates that much)."""
@@ -316,7 +315,7 @@ class ChatStream:
     """An iterator of ChatCompletionChunk and a context manager; leaving it cancels the request."""
 
     def __init__(self, client: HybridClient, stream: AsyncChatStream) -> None:
-        self._client = client
+        self._loop = client._loop
         self._stream = stream
 
     @property
@@ -327,13 +326,10 @@ class ChatStream:
         return self
 
     def __next__(self) -> ChatCompletionChunk:
-        try:
-            return self._client._call(anext(self._stream))
-        except StopAsyncIteration:
-            raise StopIteration from None
+        return self._loop.next(self._stream)
 
     def close(self) -> None:
-        self._client._call(self._stream.aclose())
+        self._loop.call(self._stream.aclose())
 
     def __enter__(self) -> ChatStream:
         return self
@@ -342,8 +338,7 @@ class ChatStream:
         self.close()
 
     def __del__(self) -> None:
-        if not self._client._loop.is_closed():
-            asyncio.run_coroutine_threadsafe(self._stream.aclose(), self._client._loop)
+        self._loop.submit(self._stream.aclose())
 
 
 class _Completions:
@@ -352,7 +347,7 @@ class _Completions:
 
     def create(self, **kwargs: Any) -> ChatCompletion | ChatStream:
         """As AsyncHybridClient's ``chat.completions.create``; ``stream=True`` returns a ChatStream."""
-        result = self._client._call(self._client.aio.chat.completions.create(**kwargs))
+        result = self._client._loop.call(self._client.aio.chat.completions.create(**kwargs))
         if isinstance(result, AsyncChatStream):
             return ChatStream(self._client, result)
         return result
@@ -364,21 +359,19 @@ class _Chat:
 
 
 class HybridClient:
-    """The blocking client: an AsyncHybridClient on a private event-loop thread."""
+    """The blocking client: an AsyncHybridClient on a private event-loop thread (``edge_runtime.LoopThread``)."""
 
     def __init__(self, policy: Policy | str | os.PathLike[str], *, signals: SignalHub | None = None,
                  on_record: Callable[[RequestRecord], None] | None = None) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="tandem-hybrid-client", daemon=True)
-        self._thread.start()
+        self._loop = LoopThread("tandem-hybrid-client", closed=ClientClosedError)
 
         async def build() -> AsyncHybridClient:
             return AsyncHybridClient(policy, signals=signals, on_record=on_record)
 
         try:
-            self.aio = self._call(build())
+            self.aio = self._loop.call(build())
         except BaseException:
-            self._stop_loop()
+            self._loop.stop()
             raise
         self.chat = _Chat(self)
 
@@ -390,29 +383,18 @@ class HybridClient:
     def telemetry(self) -> Telemetry:
         return self.aio.telemetry
 
-    def _call(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        if self._loop.is_closed():
-            coroutine.close()
-            raise ClientClosedError
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
-
     def start(self) -> None:
-        self._call(self.aio.start())
+        self._loop.call(self.aio.start())
 
     def preload(self) -> bool:
         """See AsyncHybridClient.preload."""
-        return self._call(self.aio.preload())
+        return self._loop.call(self.aio.preload())
 
     def close(self) -> None:
-        if self._loop.is_closed():
+        if self._loop.stopped:
             return
-        self._call(self.aio.close())
-        self._stop_loop()
-
-    def _stop_loop(self) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join()
-        self._loop.close()
+        self._loop.call(self.aio.close())
+        self._loop.stop()
 
     def __enter__(self) -> HybridClient:
         self.start()

@@ -94,7 +94,7 @@ class Provisioner:
             return
 
     async def _attempt(self) -> None:
-        from cloud_service.distribution import download_bundle
+        from cloud_service.distribution.download import download_bundle
         from edge_runtime.bundle import load_public_key
 
         dest = self.edge.settings.bundle
