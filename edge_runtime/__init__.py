@@ -32,6 +32,7 @@ from edge_runtime.errors import (
 )
 from edge_runtime.loading import EngineOptions, load_bundle
 from edge_runtime.local_engine import LocalEngine
+from edge_runtime.loop_thread import LoopThread
 from edge_runtime.sync import SyncEngine, collect
 from edge_runtime.types import (
     Completion,
@@ -62,6 +63,7 @@ __all__ = [
     "InsufficientMemoryError",
     "InvalidRequestError",
     "LocalEngine",
+    "LoopThread",
     "ManifestError",
     "Message",
     "ModelLoadError",

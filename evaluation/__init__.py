@@ -3,7 +3,10 @@
     tandem eval routing [--size full|smoke] [--backend gguf|onnx] [--json]
 
 ``routing`` (``evaluation.routing``): how well each routing policy trades cloud calls for accuracy on the
-synthetic task suite, through the real SDK, a real device bundle and a real cloud tier on loopback. This
-package sits above every other one (it drives ``sdk``, ``cloud_service`` and ``export.tasks``); nothing
-imports it but the command line.
+synthetic task suite, through the real SDK, a real device bundle and a real cloud tier on loopback that its
+caller starts (``tandem`` passes its in-process fleet). It drives ``sdk`` and ``export.tasks``; only
+``tandem`` imports it.
 """
+
+__all__: list[str] = []  # its modules are the surface: routing.evaluate.evaluate_routing, cli
+

@@ -16,7 +16,16 @@ importing ``sdk`` never loads torch or transformers.
 from importlib.metadata import version as _version
 
 from sdk.client import AsyncChatStream, AsyncHybridClient, ChatStream, HybridClient
-from sdk.errors import ClientClosedError, NoRouteError, PolicyError, RequestError, TandemError
+from sdk.completions import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionMessage,
+    Choice,
+    ChoiceDelta,
+    ChunkChoice,
+    CompletionUsage,
+)
+from sdk.errors import ClientClosedError, ClosedError, NoRouteError, PolicyError, RequestError, TandemError
 from sdk.policy import (
     CascadeSettings,
     CloudSettings,
@@ -28,7 +37,8 @@ from sdk.policy import (
     load_policy,
 )
 from sdk.reasons import Reason, Side
-from sdk.route import Route, Switch, SwitchKind
+from sdk.route import Attempt, Route, Switch, SwitchKind
+from sdk.signals.errors import SignalError, SignalsClosedError
 from sdk.telemetry import RequestRecord
 
 __version__ = _version("tandem-inference")
@@ -36,10 +46,19 @@ __version__ = _version("tandem-inference")
 __all__ = [
     "AsyncChatStream",
     "AsyncHybridClient",
+    "Attempt",
     "CascadeSettings",
+    "ChatCompletion",
+    "ChatCompletionChunk",
+    "ChatCompletionMessage",
     "ChatStream",
+    "Choice",
+    "ChoiceDelta",
+    "ChunkChoice",
     "ClientClosedError",
+    "ClosedError",
     "CloudSettings",
+    "CompletionUsage",
     "DeviceSettings",
     "HybridClient",
     "Mode",
@@ -53,6 +72,8 @@ __all__ = [
     "Route",
     "RoutingSettings",
     "Side",
+    "SignalError",
+    "SignalsClosedError",
     "Switch",
     "SwitchKind",
     "TandemError",

@@ -23,7 +23,7 @@ import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, Required, TypedDict, Unpack, overload
 
 from edge_runtime.errors import InvalidRequestError
 from edge_runtime.loop_thread import LoopThread
@@ -157,9 +157,30 @@ class AsyncChatStream:
         await self.aclose()
 
 
+class CreateArgs(TypedDict, total=False):
+    """The arguments of ``chat.completions.create`` besides ``stream`` (for the overloads' types)."""
+
+    messages: Required[Any]
+    max_tokens: int | None
+    temperature: float | None
+    top_p: float | None
+    top_k: int | None
+    stop: str | Iterable[str] | None
+    seed: int | None
+    assistant_prefix: str
+    mode: Mode | str | None
+    request_id: str | None
+
+
 class _AsyncCompletions:
     def __init__(self, client: AsyncHybridClient) -> None:
         self._client = client
+
+    @overload
+    async def create(self, *, stream: Literal[False] = False, **kwargs: Unpack[CreateArgs]) -> ChatCompletion: ...
+
+    @overload
+    async def create(self, *, stream: Literal[True], **kwargs: Unpack[CreateArgs]) -> AsyncChatStream: ...
 
     async def create(self, *, messages: Any, stream: bool = False, max_tokens: int | None = None,
                      temperature: float | None = None, top_p: float | None = None, top_k: int | None = None,
@@ -344,6 +365,12 @@ class ChatStream:
 class _Completions:
     def __init__(self, client: HybridClient) -> None:
         self._client = client
+
+    @overload
+    def create(self, *, stream: Literal[False] = False, **kwargs: Unpack[CreateArgs]) -> ChatCompletion: ...
+
+    @overload
+    def create(self, *, stream: Literal[True], **kwargs: Unpack[CreateArgs]) -> ChatStream: ...
 
     def create(self, **kwargs: Any) -> ChatCompletion | ChatStream:
         """As AsyncHybridClient's ``chat.completions.create``; ``stream=True`` returns a ChatStream."""

@@ -1,10 +1,16 @@
-"""Errors of the SDK, raised before any work starts (bad policy, bad request) or when no side can answer.
+"""Errors of the SDK (``sdk.signals`` included), split by what the caller can do about them.
 
-    TandemError                     base of every SDK error
-    ├── PolicyError (ValueError)    a policy file or value is invalid; the message names the field
-    ├── RequestError (ValueError)   a request is invalid (empty messages, unknown role, absurd max_tokens...)
-    ├── NoRouteError                neither the device nor the cloud could answer; ``reasons`` has each side's
-    └── ClientClosedError           the client was closed
+    TandemError                             base of every SDK error
+    ├── PolicyError (ValueError)            a policy file or value is invalid; ``field`` names it: fix it
+    ├── RequestError (ValueError)           a request is invalid (empty messages, unknown role, absurd
+    │                                       max_tokens...): fix the call
+    ├── SignalError (ValueError)            an injected reading or a signal setting is invalid; ``field`` names
+    │                                       it (sdk.signals.errors): fix it
+    ├── NoRouteError                        neither the device nor the cloud could answer; ``reasons`` has each
+    │                                       side's: retry later, or change the policy
+    └── ClosedError (RuntimeError)          the object was closed: create a new one
+        ├── ClientClosedError               the client
+        └── SignalsClosedError              a signal hub or link monitor (sdk.signals.errors)
 
 Failures of one side are not raised to the caller while the other side can still answer: they become
 fallbacks recorded in the response's route.
@@ -39,6 +45,10 @@ class NoRouteError(TandemError):
         super().__init__(f"no side could answer ({listed})")
 
 
-class ClientClosedError(TandemError):
+class ClosedError(TandemError, RuntimeError):
+    """Used after close()."""
+
+
+class ClientClosedError(ClosedError):
     def __init__(self) -> None:
         super().__init__("the client is closed; create a new HybridClient")

@@ -9,3 +9,5 @@ pins the import graph).
 from importlib.metadata import version as _version
 
 __version__ = _version("tandem-inference")
+
+__all__ = ["__version__"]
