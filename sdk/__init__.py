@@ -6,11 +6,13 @@
         response = client.chat.completions.create(messages=[{"role": "user", "content": "Hi"}])
         print(response.choices[0].message.content, response.route.side, response.route.reasons)
 
-Rooms: ``policy`` (the configuration), ``signals/`` (memory, battery, thermal, cloud link), ``difficulty``
-and ``decision`` (where a request goes and why), ``backends/`` (the device and cloud sides),
-``orchestrator`` (fallback, failover, cascade), ``client`` (the OpenAI-shaped surface), ``route``,
-``completions``, ``telemetry``, ``provisioning`` (bundle download). Install with the ``edge`` extra;
-importing ``sdk`` never loads torch or transformers.
+Rooms: ``policy`` (the configuration), ``signals/`` (memory, battery, thermal, cloud link), ``difficulty``,
+``bundle_routing`` and ``decision`` (where a request goes and why), ``backends/`` (the device and cloud sides,
+each ``generate`` a ``SideStream`` that carries the model serving it), ``orchestrator`` (fallback, failover,
+cascade; it owns the routing state), ``client`` (the OpenAI-shaped surface), ``route``, ``completions``,
+``telemetry``, ``provisioning`` (bundle download), ``errors`` (one root, ``TandemError``). It imports only
+``edge_runtime`` and the cloud's client side. Install with the ``edge`` extra; importing ``sdk`` never loads
+torch or transformers.
 """
 
 from importlib.metadata import version as _version
