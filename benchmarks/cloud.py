@@ -101,7 +101,7 @@ def _start_replica(model: Path, work: Path, threads: int, max_running: int) -> t
         "requests_per_minute = 1000000\ntokens_per_minute = 1000000000\n"
     )
     process = subprocess.Popen(
-        [sys.executable, "-m", "sdk", "cloud", "serve", "-c", str(config)], stderr=subprocess.PIPE, text=True,
+        [sys.executable, "-m", "tandem", "cloud", "serve", "-c", str(config)], stderr=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     assert process.stderr is not None

@@ -385,7 +385,7 @@ def _gateway_toml(addresses: Sequence[str], policy: str) -> str:
 async def _spawn(args: list[str], log: Path) -> tuple[subprocess.Popen[bytes], int]:
     """Start ``tandem cloud ...`` with its log in a file; wait for its "serving" line; return its port."""
     handle = log.open("wb")
-    process = subprocess.Popen([sys.executable, "-m", "sdk", "cloud", *args], stderr=handle,
+    process = subprocess.Popen([sys.executable, "-m", "tandem", "cloud", *args], stderr=handle,
                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
     handle.close()
     deadline = time.monotonic() + STARTUP_TIMEOUT_S

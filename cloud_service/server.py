@@ -75,7 +75,7 @@ def add_shared_services(server: grpc.aio.Server, health: health_aio.HealthServic
                 reflection.SERVICE_NAME]
     readiness = [INFERENCE_SERVICE]
     if distribution.bundles:
-        from cloud_service.distribution import serve_catalog
+        from cloud_service.distribution.service import serve_catalog
 
         serve_catalog(server, distribution)
         services.append(DISTRIBUTION_SERVICE)

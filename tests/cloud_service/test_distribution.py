@@ -19,19 +19,17 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cloud_service.distribution import (
-    BundleCatalog,
     BundleUnavailableError,
     CatalogError,
-    DistributionServicer,
     DownloadDeniedError,
     DownloadIntegrityError,
     UnknownBundleError,
-    add_to_server,
     download_bundle,
     partial_folder,
     service,
-    version_id,
 )
+from cloud_service.distribution.catalog import BundleCatalog, version_id
+from cloud_service.distribution.service import DistributionServicer, add_to_server
 from cloud_service.wire.v1 import distribution_pb2, distribution_pb2_grpc
 from edge_runtime.bundle import MANIFEST_FILE, SIGNATURE_FILE, Manifest, bundle_files
 from edge_runtime.errors import SignatureError

@@ -122,7 +122,7 @@ def test_the_serve_command_drains_on_sigterm_and_exits_0(tmp_path, tiny_llama):
         f'[[tenants]]\nname = "acme"\nkey_sha256 = "{hashlib.sha256(KEY.encode()).hexdigest()}"\n'
     )
     process = subprocess.Popen(
-        [sys.executable, "-m", "sdk", "cloud", "serve", "-c", str(config)], cwd=REPO,
+        [sys.executable, "-m", "tandem", "cloud", "serve", "-c", str(config)], cwd=REPO,
         stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:

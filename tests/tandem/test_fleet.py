@@ -12,7 +12,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from cloud_service.client import CloudClient
 from cloud_service.config import DistributionConfig
-from cloud_service.distribution import SERVICE_NAME as DISTRIBUTION_SERVICE
+from cloud_service.distribution.service import SERVICE_NAME as DISTRIBUTION_SERVICE
 from cloud_service.engines.cpu import CpuEngineOptions
 from cloud_service.errors import CloudError
 from edge_runtime.types import GenerationRequest, Message, SamplingParams

@@ -52,7 +52,7 @@ def test_the_gateway_command_reloads_on_sighup_and_drains_on_sigterm(tmp_path):
         replica = ReplicaServer(replica_config())
         await replica.start()
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "sdk", "cloud", "gateway", "-c", str(config), "--replica",
+            sys.executable, "-m", "tandem", "cloud", "gateway", "-c", str(config), "--replica",
             f"127.0.0.1:{replica.port}", "--policy", "p2c", cwd=REPO, stderr=asyncio.subprocess.PIPE,
             env={**os.environ, "PYTHONUNBUFFERED": "1"})
         assert process.stderr is not None

@@ -51,7 +51,7 @@ def _victim_config(folder: Path, port: int) -> Path:
 async def _start_victim(config: Path) -> tuple[asyncio.subprocess.Process, int, asyncio.Task[None]]:
     """`tandem cloud serve` in a process of its own; its port, and a task draining its log."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "sdk", "cloud", "serve", "-c", str(config), cwd=REPO,
+        sys.executable, "-m", "tandem", "cloud", "serve", "-c", str(config), cwd=REPO,
         stderr=asyncio.subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     assert process.stderr is not None
     port = None
