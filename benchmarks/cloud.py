@@ -9,8 +9,8 @@ loopback port, read by ``cloud_service.client``. Both engines have the same opti
 sides share this machine's cores, as a client and a replica on one box would.
 
 Reported per concurrency (median over rounds): aggregate tokens/s (``tps_grpc``, ``tps_direct``,
-``ratio`` = grpc / direct) and time-to-first-token p50/p99 for both. This machine's speed drifts by 10-20 %
-within a minute, so the paired figures are steadier: ``ratio_paired`` (the median of per-round ratios) and
+``ratio`` = grpc / direct) and time-to-first-token p50/p99 for both. A shared machine's speed drifts from
+minute to minute, so the paired figures are steadier: ``ratio_paired`` (the median of per-round ratios) and
 ``ttft_overhead_p50_ms_paired`` (of per-round TTFT p50 differences), each with a 95 % bootstrap interval. A
 round during which other processes (not this one, not the replica) took more than ``OTHER_CPU_MAX`` of the
 cores is measured again, up to a third of the rounds (``remeasured``). Goals (cloud-tier issue): ``ratio >=

@@ -69,7 +69,7 @@ figures under ``prefix``, ``prefix_ttft_p50_gain`` = P2C TTFT p50 / P2C+affinity
 Goals (fleet issue): ``p2c_vs_rr_p99_ratio <= 0.5``; ``prefix_ttft_p50_gain >= 2`` with the affinity TTFT p99
 no higher than P2C's. A latency-percentile plot (PNG) goes to ``--plot``. ``--quick`` is a smoke run
 (in-process servers, a few short requests, every time ``QUICK_SPEEDUP`` x faster, seconds; figures
-meaningless). A full run takes about 9 minutes.
+meaningless); it runs the same fleet in process as a ``tandem.fleet.LocalFleet`` of simulator replicas.
 """
 
 from __future__ import annotations
@@ -97,6 +97,7 @@ import grpc
 from rich.console import Console
 from rich.table import Table
 
+from cloud_service.channel import bearer_metadata
 from cloud_service.engines.simulator import count_tokens, render
 from cloud_service.wire.v1 import inference_pb2 as pb
 from cloud_service.wire.v1 import inference_pb2_grpc
@@ -139,6 +140,10 @@ QUICK = Workload(output_tokens=(2, 40), answer_tokens=(4, 8), think_s=0.02)
 CHARS_PER_TOKEN = 4  # the simulator's count
 GATEWAY = {"load_refresh_s": 0.1, "health_interval_s": 1.0, "replica_queue_limit": 100_000, "max_queue": 100_000}
 """Admission control off (limits far above the load): the policies alone decide."""
+REPLICA_LIMITS = {"max_prompt_tokens": 16384, "max_tokens": 4096}
+UNMETERED = {"requests_per_minute": 100_000_000, "tokens_per_minute": 100_000_000_000}
+"""Every tenant's quota: never the bottleneck."""
+DRAIN_TIMEOUT_S = 5
 PERCENTILES = (50, 75, 90, 95, 99, 99.9)
 GOALS = {"p2c_vs_rr_p99_ratio_max": 0.5, "prefix_ttft_p50_gain_min": 2.0}
 STARTUP_TIMEOUT_S = 60
@@ -271,7 +276,7 @@ async def _call(stub: inference_pb2_grpc.InferenceStub, wire: pb.GenerateRequest
     sample = Sample()
     parts: list[str] = []
     try:
-        call = stub.Generate(wire, metadata=(("authorization", f"Bearer {CALLER_KEY}"),), timeout=600)
+        call = stub.Generate(wire, metadata=bearer_metadata(CALLER_KEY), timeout=600)
         async for chunk in call:
             if sample.ttft_s is None:
                 sample.ttft_s = time.perf_counter() - since
@@ -360,25 +365,27 @@ def summarize(run: Run) -> dict[str, Any]:
 # -- the fleet -----------------------------------------------------------------------------------------------
 
 
+def _table(values: dict[str, Any]) -> str:
+    return "".join(f"{k} = {v!r}\n" for k, v in values.items())
+
+
 def _replica_toml(replica: dict[str, Any]) -> str:
-    options = "".join(f"{k} = {v!r}\n" for k, v in replica.items())
     return (
-        '[server]\nhost = "127.0.0.1"\nport = 0\ndrain_timeout_s = 5\n'
-        "[limits]\nmax_prompt_tokens = 16384\nmax_tokens = 4096\n"
-        f'[[models]]\nname = "{MODEL}"\nengine = "simulator"\nversion = "v1"\n[models.simulator]\n{options}'
+        f'[server]\nhost = "127.0.0.1"\nport = 0\ndrain_timeout_s = {DRAIN_TIMEOUT_S}\n'
+        f"[limits]\n{_table(REPLICA_LIMITS)}"
+        f'[[models]]\nname = "{MODEL}"\nengine = "simulator"\nversion = "v1"\n[models.simulator]\n{_table(replica)}'
         f'[[tenants]]\nname = "gateway"\nkey_sha256 = "{hashlib.sha256(GATEWAY_KEY.encode()).hexdigest()}"\n'
-        "requests_per_minute = 100000000\ntokens_per_minute = 100000000000\n"
+        f"{_table(UNMETERED)}"
     )
 
 
 def _gateway_toml(addresses: Sequence[str], policy: str) -> str:
-    settings = "".join(f"{k} = {v!r}\n" for k, v in GATEWAY.items())
     return (
-        '[server]\nhost = "127.0.0.1"\nport = 0\ndrain_timeout_s = 5\n'
+        f'[server]\nhost = "127.0.0.1"\nport = 0\ndrain_timeout_s = {DRAIN_TIMEOUT_S}\n'
         f'[[tenants]]\nname = "bench"\nkey_sha256 = "{hashlib.sha256(CALLER_KEY.encode()).hexdigest()}"\n'
-        "requests_per_minute = 100000000\ntokens_per_minute = 100000000000\n"
+        f"{_table(UNMETERED)}"
         f'[gateway]\nreplicas = {json.dumps(list(addresses))}\npolicy = "{policy}"\n'
-        f'replica_api_key = "{GATEWAY_KEY}"\n{settings}'
+        f'replica_api_key = "{GATEWAY_KEY}"\n{_table(GATEWAY)}'
     )
 
 
@@ -415,6 +422,11 @@ def _scaled(replica: dict[str, Any], speed: float) -> dict[str, Any]:
     return replica | {k: replica[k] / speed for k in ("decode_step_s", "decode_s_per_sequence", "prefill_s_per_token")}
 
 
+def _members(slow: bool) -> list[int]:
+    """The replicas a gateway routes to: the regular ones, the last swapped for the slow one when ``slow``."""
+    return [*range(REPLICAS - 1), REPLICAS if slow else REPLICAS - 1]
+
+
 class ProcessFleet:
     """Replicas and the gateway as `tandem cloud` processes (the full run): ``REPLICAS`` replicas plus one at
     half speed, which only the slow-replica scenario's gateway routes to (instead of the last regular one)."""
@@ -436,7 +448,7 @@ class ProcessFleet:
         self.addresses = [f"127.0.0.1:{port}" for _, port in started]
 
     def members(self, slow: bool) -> list[str]:
-        return [*self.addresses[:REPLICAS - 1], self.addresses[REPLICAS if slow else REPLICAS - 1]]
+        return [self.addresses[index] for index in _members(slow)]
 
     @contextlib.asynccontextmanager
     async def gateway(self, policy: str, *, slow: bool = False) -> AsyncIterator[str]:
@@ -453,39 +465,35 @@ class ProcessFleet:
 
 
 class InProcessFleet(ProcessFleet):
-    """The same servers in this process (``--quick``: starts in milliseconds; timings share one loop)."""
+    """The same fleet in this process, as a ``tandem.fleet.LocalFleet`` of simulator replicas (``--quick``:
+    starts in milliseconds; timings share one loop), set up as the TOML files above set up the processes."""
 
-    servers: list[Any]
+    fleet: Any
 
     async def start(self) -> None:
-        import tomllib
+        from cloud_service.config import Limits
+        from tandem.fleet import FleetSettings, LocalFleet, simulator_model
 
-        from cloud_service.config import parse_config
-        from cloud_service.server import ReplicaServer
-
-        self.servers = [ReplicaServer(parse_config(tomllib.loads(_replica_toml(options)), self.work))
-                        for options in [self.replica] * REPLICAS + [_scaled(self.replica, SLOW_SPEED)]]
-        self.addresses = [f"127.0.0.1:{await server.start()}" for server in self.servers]
+        profiles = [self.replica] * REPLICAS + [_scaled(self.replica, SLOW_SPEED)]
+        self.fleet = LocalFleet(
+            model=MODEL, api_key=CALLER_KEY, tenant="bench", replicas=len(profiles), **UNMETERED,
+            engines=lambda index: simulator_model(model=MODEL, version="v1", options=profiles[index]),
+            settings=FleetSettings(gateway=GATEWAY, replica_limits=Limits(**REPLICA_LIMITS), replica_key=GATEWAY_KEY,
+                                   drain_timeout_s=DRAIN_TIMEOUT_S),
+        )
+        self.addresses = await self.fleet.start_replicas()
 
     @contextlib.asynccontextmanager
     async def gateway(self, policy: str, *, slow: bool = False) -> AsyncIterator[str]:
-        import tomllib
-
-        from cloud_service.gateway.config import parse_gateway_config
-        from cloud_service.gateway.server import GatewayServer
-
-        config = parse_gateway_config(tomllib.loads(_gateway_toml(self.members(slow), policy)), self.work)
-        gateway = GatewayServer(config)
-        port = await gateway.start()
+        target = await self.fleet.start_gateway({"policy": policy}, replicas=_members(slow))
         try:
-            yield f"127.0.0.1:{port}"
+            yield target
         finally:
-            await gateway.drain(5)
-            await gateway.stop(0.1)
+            await self.fleet.gateway.drain(DRAIN_TIMEOUT_S)
+            await self.fleet.stop_gateway(0.1)
 
     async def stop(self) -> None:
-        for server in self.servers:
-            await server.stop(0.1)
+        await self.fleet.close()
 
 
 # -- the plot ------------------------------------------------------------------------------------------------

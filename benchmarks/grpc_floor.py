@@ -91,6 +91,7 @@ def _own_cpu_s() -> float:
 async def _rounds(port: int, server_pid: int, paces: dict[int, Pace], rounds: int) -> dict[int, dict[str, float]]:
     import grpc
 
+    from cloud_service.channel import bearer_metadata
     from cloud_service.wire.v1 import inference_pb2 as pb
     from cloud_service.wire.v1 import inference_pb2_grpc as pb_grpc
 
@@ -102,7 +103,7 @@ async def _rounds(port: int, server_pid: int, paces: dict[int, Pace], rounds: in
         async def stream(pace: Pace, started: float, firsts: list[float]) -> int:
             request = pb.GenerateRequest(model="bench", prompt=json.dumps(pace.__dict__))
             tokens = 0
-            async for chunk in stub.Generate(request, metadata=(("authorization", "Bearer bench"),)):
+            async for chunk in stub.Generate(request, metadata=bearer_metadata("bench")):
                 if not tokens:
                     firsts.append(time.perf_counter() - started)
                 tokens += len(chunk.token_ids)

@@ -17,9 +17,9 @@ from typing import Any
 
 import grpc
 
-from cloud_service.config import TenantConfig
+from cloud_service.channel import AUTH_METADATA, bearer_key
+from cloud_service.front_door.config import TenantConfig
 
-AUTH_METADATA = "authorization"
 OPEN_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 """Method prefixes that need no API key."""
 
@@ -49,13 +49,6 @@ class KeyRing:
         return found
 
 
-def _bearer(metadata: Iterable[tuple[str, Any]] | None) -> str | None:
-    for name, value in metadata or ():
-        if name == AUTH_METADATA and isinstance(value, str) and value.startswith("Bearer "):
-            return value[len("Bearer "):].strip()
-    return None
-
-
 class AuthInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, keys: KeyRing | None) -> None:
         """``keys`` None: authentication is off (``allow_unauthenticated``), every call runs as no tenant."""
@@ -69,10 +62,10 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(details)
         if self.keys is None or handler is None or details.method.startswith(OPEN_SERVICES):
             return handler
-        key = _bearer(details.invocation_metadata)
+        key = bearer_key(details.invocation_metadata)
         tenant = self.keys.tenant_for(key) if key else None
         if tenant is None:
-            reason = "unknown API key" if key else "missing API key: send 'authorization: Bearer <key>'"
+            reason = "unknown API key" if key else f"missing API key: send '{AUTH_METADATA}: Bearer <key>'"
             return _refusal(handler, grpc.StatusCode.UNAUTHENTICATED, reason)
         return _as_tenant(handler, tenant)
 

@@ -46,7 +46,9 @@ def serve(
     import asyncio
     import dataclasses
 
-    from cloud_service.config import ENGINES, ConfigError, ModelConfig, ServerConfig, load_config
+    from cloud_service.config import ENGINES, ModelConfig, ServerConfig, load_config
+    from cloud_service.errors import ConfigError
+    from cloud_service.front_door.config import FrontDoorConfig
     from cloud_service.logs import configure
     from cloud_service.server import serve as run
     from edge_runtime.errors import EdgeRuntimeError
@@ -65,7 +67,7 @@ def serve(
             if extra:
                 settings = dataclasses.replace(settings, models=settings.models + extra)
         else:
-            settings = ServerConfig(models=extra, **{k: v for k, v in flags.items() if v is not None})
+            settings = ServerConfig(models=extra, front_door=FrontDoorConfig.from_flags(flags))
         asyncio.run(run(settings))
     except (ConfigError, EdgeRuntimeError) as exc:
         Console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
@@ -91,8 +93,9 @@ def gateway(
     """
     import asyncio
 
-    from cloud_service.config import ConfigError
-    from cloud_service.gateway.config import GatewayConfig, GatewaySettings, apply_overrides, load_gateway_config
+    from cloud_service.errors import ConfigError
+    from cloud_service.front_door.config import FrontDoorConfig
+    from cloud_service.gateway.config import GatewayConfig, GatewaySettings, load_gateway_config
     from cloud_service.gateway.server import serve_gateway
     from cloud_service.logs import configure
 
@@ -106,10 +109,11 @@ def gateway(
         elif not replica:
             raise ConfigError("give --config FILE, or --replica HOST:PORT (repeatable) with --allow-unauthenticated")
         else:
-            settings = apply_overrides(GatewayConfig(
+            settings = GatewayConfig(
                 gateway=GatewaySettings(replicas=tuple(replica), **({"policy": policy} if policy else {})),
-                allow_unauthenticated=bool(allow_unauthenticated),
-            ), host=host, port=port, metrics_port=metrics_port)
+                front_door=FrontDoorConfig.from_flags({"host": host, "port": port, "metrics_port": metrics_port,
+                                                       "allow_unauthenticated": allow_unauthenticated}),
+            )
         asyncio.run(serve_gateway(settings, config))
     except ConfigError as exc:
         Console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)

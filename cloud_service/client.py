@@ -12,15 +12,13 @@ which cancels the request on the server. Imports no ML library: devices use it w
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import AsyncIterator, Callable
 from types import TracebackType
 from typing import Any
 
 import grpc
 
-from cloud_service import keepalive
+from cloud_service.channel import ClientTls, bearer_metadata, open_channel, trailing_value
 from cloud_service.convert import events_from_chunk, request_to_wire
 from cloud_service.errors import (
     DELIVERED_METADATA,
@@ -45,34 +43,16 @@ from edge_runtime.types import GenerationRequest, TokenEvent
 DEFAULT_TIMEOUT_S = 60.0
 
 
-@dataclass(frozen=True)
-class ClientTls:
-    """Server verification (``ca``) and, for mutual TLS, this client's certificate and key."""
-
-    ca: Path | None = None
-    cert: Path | None = None
-    key: Path | None = None
-    server_name: str | None = None
-    """Override the name checked in the server's certificate (e.g. when dialing an IP)."""
-
-
-def _metadata_value(metadata: Sequence[tuple[str, str | bytes]] | None, name: str) -> str | None:
-    for key, value in metadata or ():
-        if key == name:
-            return value.decode() if isinstance(value, bytes) else value
-    return None
-
-
 def error_from_rpc(exc: grpc.aio.AioRpcError) -> CloudError:
     """The typed error for a failed call (the gRPC status decides the class, never the message text)."""
     code, details = exc.code(), exc.details() or exc.code().name
     if code == grpc.StatusCode.UNAVAILABLE:
-        draining = _metadata_value(exc.trailing_metadata(), DRAINING_METADATA)
+        draining = trailing_value(exc.trailing_metadata(), DRAINING_METADATA)
         return (CloudDrainingError if draining else CloudUnavailableError)(details)
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return CloudTimeoutError(details)
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
-        retry_ms = _metadata_value(exc.trailing_metadata(), RETRY_AFTER_METADATA)
+        retry_ms = trailing_value(exc.trailing_metadata(), RETRY_AFTER_METADATA)
         return RateLimitedError(details, float(retry_ms) / 1000 if retry_ms else None)
     if code == grpc.StatusCode.UNAUTHENTICATED:
         return AuthenticationError(details)
@@ -93,19 +73,8 @@ class CloudClient:
         self.target = target
         self.timeout_s = timeout_s
         self.tenant = tenant
-        self._metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {api_key}"),) if api_key else ()
-        if tls is None:
-            self.channel = grpc.aio.insecure_channel(target, options=keepalive.CLIENT_OPTIONS)
-        else:
-            credentials = grpc.ssl_channel_credentials(
-                root_certificates=tls.ca.read_bytes() if tls.ca else None,
-                private_key=tls.key.read_bytes() if tls.key else None,
-                certificate_chain=tls.cert.read_bytes() if tls.cert else None,
-            )
-            options = [*keepalive.CLIENT_OPTIONS]
-            if tls.server_name:
-                options.append(("grpc.ssl_target_name_override", tls.server_name))
-            self.channel = grpc.aio.secure_channel(target, credentials, options=options)
+        self._metadata = bearer_metadata(api_key)
+        self.channel = open_channel(target, tls)
         self._stub = inference_pb2_grpc.InferenceStub(self.channel)
 
     @property
@@ -141,7 +110,7 @@ class CloudClient:
                     yield event
         except grpc.aio.AioRpcError as exc:
             error = error_from_rpc(exc)
-            told = _metadata_value(exc.trailing_metadata(), DELIVERED_METADATA)
+            told = trailing_value(exc.trailing_metadata(), DELIVERED_METADATA)
             if delivered or told:
                 raise StreamInterruptedError(
                     f"the stream broke after {delivered} tokens: {error}", delivered, error
@@ -174,3 +143,6 @@ class CloudClient:
             return await method(message, timeout=timeout or self.timeout_s, metadata=self._metadata)
         except grpc.aio.AioRpcError as exc:
             raise error_from_rpc(exc) from exc
+
+
+__all__ = ["DEFAULT_TIMEOUT_S", "ClientTls", "CloudClient", "error_from_rpc"]

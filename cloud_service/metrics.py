@@ -11,8 +11,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+if TYPE_CHECKING:
+    from cloud_service.front_door.access_log import CallRecord
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 TOKEN_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
@@ -34,11 +38,23 @@ class ServerMetrics:
         self.running = Gauge("tandem_running_requests", "Requests generating.", ["model"], registry=r)
         self.waiting = Gauge("tandem_waiting_requests", "Requests queued (queue depth).", ["model"], registry=r)
 
+    def record_call(self, record: CallRecord, duration_s: float) -> None:
+        """A finished Generate call (the time to its first token was observed as it came)."""
+        self.requests.labels(record.model, record.status).inc()
+        self.e2e.labels(record.model).observe(duration_s)
+        self.prompt_tokens.labels(record.model).inc(record.prompt_tokens)
+        self.generated_tokens.labels(record.model).inc(record.completion_tokens)
+
     def watch_engine(self, model: str, running: Callable[[], float], waiting: Callable[[], float]) -> None:
         self.running.labels(model).set_function(running)
         self.waiting.labels(model).set_function(waiting)
 
     def serve(self, port: int, host: str = "0.0.0.0") -> int:
         """Start the /metrics HTTP endpoint on a daemon thread; returns the bound port."""
-        server, _ = start_http_server(port, addr=host, registry=self.registry)
-        return int(server.server_port)
+        return serve_registry(self.registry, port, host)
+
+
+def serve_registry(registry: CollectorRegistry, port: int, host: str = "0.0.0.0") -> int:
+    """Serve ``registry`` at /metrics over HTTP on a daemon thread; returns the bound port."""
+    server, _ = start_http_server(port, addr=host, registry=registry)
+    return int(server.server_port)

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from cloud_service.config import TenantConfig
+from cloud_service.front_door.config import TenantConfig
 
 Clock = Callable[[], float]
 

@@ -1,11 +1,11 @@
 """The Inference service of a replica: requests checked, admitted and streamed from an Engine.
 
-Order of checks for Generate: draining (UNAVAILABLE) -> model and version (NOT_FOUND) -> tenant and model
-permission (PERMISSION_DENIED) -> request fields (INVALID_ARGUMENT, naming the field) -> quota
-(RESOURCE_EXHAUSTED + ``retry-after-ms``) -> prompt length (INVALID_ARGUMENT). The engine's errors map to
-statuses at this boundary; a failure after tokens were sent also reports ``tandem-delivered-tokens`` so the
-caller can continue elsewhere. A client that cancels or whose deadline passes cancels this handler, which
-closes the engine stream, which frees the engine's slot.
+Order of checks for Generate: the front door's (``front_door.admission``: draining -> tenant and model
+permission -> request size and id) -> model and version (NOT_FOUND) -> request fields (INVALID_ARGUMENT,
+naming the field) -> the front door's admission (duplicate id, quota with ``retry-after-ms``) -> prompt length
+(INVALID_ARGUMENT). The engine's errors map to statuses at this boundary; a failure after tokens were sent also
+reports ``tandem-delivered-tokens`` so the caller can continue elsewhere. A client that cancels or whose
+deadline passes cancels this handler, which closes the engine stream, which frees the engine's slot.
 """
 
 from __future__ import annotations
@@ -15,14 +15,15 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import grpc
 
-from cloud_service.auth import current_tenant
-from cloud_service.config import Limits, TenantConfig
 from cloud_service.convert import chunk_from_events, request_from_wire
-from cloud_service.errors import DELIVERED_METADATA, DRAINING_METADATA, RETRY_AFTER_METADATA
+from cloud_service.errors import DELIVERED_METADATA
+from cloud_service.front_door.access_log import AccessLog, CallRecord
+from cloud_service.front_door.admission import Admission, CallKey, refuse
+from cloud_service.front_door.config import Limits
 from cloud_service.metrics import ServerMetrics
 from cloud_service.quota import Quotas
 from cloud_service.wire.v1 import inference_pb2 as pb
@@ -44,9 +45,8 @@ smooth to a reader, while each chunk costs the same CPU whatever it carries."""
 CHUNK_RATE_BUDGET = 400.0
 """GenerateChunks per second that all of a replica's streams together send before chunks grow: each stream
 sends at most every ``max(CHUNK_INTERVAL_S, streams in flight / CHUNK_RATE_BUDGET)`` seconds (25 ms up to 10
-streams, 40 ms at 16, 80 ms at 32). A chunk costs about 0.2 ms of CPU in grpc.aio on the two ends together
-(more where they share cores with the engine); sent every 10 ms per stream, chunks took about a third of the
-CPU that decoding 32 streams had (see BENCHMARKS.md, Cloud replica)."""
+streams, 40 ms at 16, 80 ms at 32). Each chunk costs CPU in grpc.aio on both ends whatever it carries, CPU the
+engine shares on a small machine; this bounds that cost as streams multiply (BENCHMARKS.md, Cloud replica)."""
 
 
 def chunk_interval(streams: int) -> float:
@@ -115,11 +115,18 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
             self.models.setdefault(model.name, []).append(model)
         self.limits = limits
         self.metrics = metrics
-        self.quotas = quotas or Quotas()
-        self.log_prompts = log_prompts
-        self.draining = False
-        self.inflight: dict[str, ServedModel] = {}
+        self.admission: Admission[ServedModel] = Admission(limits, quotas, server="replica")
+        self.access_log = AccessLog(log, metrics, log_prompts=log_prompts, clock=clock)
         self._clock = clock
+
+    @property
+    def inflight(self) -> dict[CallKey, ServedModel]:
+        """The Generate calls running, by (tenant, request id)."""
+        return self.admission.inflight
+
+    @property
+    def draining(self) -> bool:
+        return self.admission.draining
 
     # -- Generate ----------------------------------------------------------------------------------------
 
@@ -137,49 +144,33 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
         self, wire: pb.GenerateRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.GenerateChunk]:
         started = self._clock()
-        tenant = current_tenant.get()
-        if self.draining:
-            context.set_trailing_metadata(((DRAINING_METADATA, "1"),))
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "this replica is draining; retry on another")
+        caller = await self.admission.check(wire, context)
         model = self._resolve(wire.model, wire.model_version)
         if model is None:
             known = ", ".join(f"{m.name}@{m.version}" for v in self.models.values() for m in v)
-            await context.abort(grpc.StatusCode.NOT_FOUND,
-                                f"model {wire.model!r} version {wire.model_version!r} is not served here ({known})")
-        assert model is not None
-        await self._check_tenant(wire, tenant, model, context)
-        if wire.ByteSize() > self.limits.max_message_bytes:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"the request is {wire.ByteSize()} bytes; this "
-                                f"server accepts at most {self.limits.max_message_bytes} (limits.max_message_bytes)")
-        tenant_name = tenant.name if tenant else wire.tenant
+            await refuse(context, grpc.StatusCode.NOT_FOUND,
+                         f"model {wire.model!r} version {wire.model_version!r} is not served here ({known})")
         try:
-            request = request_from_wire(wire, engine_request_id=f"{tenant_name}/{wire.request_id}",
+            request = request_from_wire(wire, engine_request_id=f"{caller.name}/{wire.request_id}",
                                         max_tokens_limit=self.limits.max_tokens)
         except InvalidRequestError as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        if request.request_id in self.inflight:
-            await context.abort(grpc.StatusCode.ALREADY_EXISTS,
-                                f"request_id {wire.request_id!r} is already running for this tenant")
-        if tenant is not None:
-            wait = self.quotas.admit(tenant)
-            if wait > 0:
-                context.set_trailing_metadata(((RETRY_AFTER_METADATA, str(int(wait * 1000) + 1)),))
-                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                    f"tenant {tenant.name!r} is over its quota; retry in {wait:.1f} s")
+            await refuse(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        key = await self.admission.admit(caller, wire, context)
         await self._check_prompt_length(request, model, context)
 
-        self.inflight[request.request_id] = model
+        record = CallRecord(wire.request_id, caller.name, model.name, started, version=model.version)
+        self.inflight[key] = model
         stream = model.engine.generate(request)
-        delivered, status, usage = 0, "OK", Usage(0, 0)
-        first_at = last_at = sent_at = started
+        delivered, usage = 0, Usage(0, 0)
+        last_at = sent_at = started
         pending: list[TokenEvent] = []
         interval = self.chunk_interval()
         inter_token = self.metrics.inter_token.labels(model.name)
         try:
             async for event in stream:
                 now = self._clock()
-                if delivered == 0:
-                    first_at = now
+                if record.first_at is None:
+                    record.first_at = now
                     self.metrics.ttft.labels(model.name).observe(now - started)
                 else:
                     inter_token.observe(now - last_at)
@@ -197,32 +188,18 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
                 yield chunk_from_events(pending, "")
         except EdgeRuntimeError as exc:
             code = _status_of(exc)
-            status = code.name
+            record.status = code.name
             if pending:  # what was generated before the failure still reaches the caller
                 yield chunk_from_events(pending, "")
-            if delivered:
-                context.set_trailing_metadata(((DELIVERED_METADATA, str(delivered)),))
-            await context.abort(code, str(exc))
+            await refuse(context, code, str(exc), ((DELIVERED_METADATA, str(delivered)),) if delivered else ())
         except asyncio.CancelledError:
-            status = "CANCELLED"
+            record.status = "CANCELLED"
             raise
         finally:
             await stream.aclose()  # type: ignore[attr-defined]
-            self.inflight.pop(request.request_id, None)
-            if tenant is not None:
-                self.quotas.charge_tokens(tenant, usage.prompt_tokens + usage.completion_tokens)
-            self._record(model, request, tenant_name, status, usage, started, first_at)
-
-    async def _check_tenant(self, wire: pb.GenerateRequest, tenant: TenantConfig | None, model: ServedModel,
-                            context: grpc.aio.ServicerContext) -> None:
-        if tenant is None:
-            return
-        if wire.tenant and wire.tenant != tenant.name:
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
-                                f"this API key belongs to tenant {tenant.name!r}, not {wire.tenant!r}")
-        if not tenant.may_use(model.name):
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
-                                f"tenant {tenant.name!r} may not use model {model.name!r}")
+            record.use(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)
+            self.admission.release(caller, key, record.tokens)
+            self.access_log.finish(record, wire)
 
     async def _check_prompt_length(self, request: GenerationRequest, model: ServedModel,
                                    context: grpc.aio.ServicerContext) -> None:
@@ -232,40 +209,17 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
         try:
             count = await asyncio.to_thread(model.engine.prompt_tokens, request)
         except EdgeRuntimeError as exc:
-            await context.abort(_status_of(exc), str(exc))
+            await refuse(context, _status_of(exc), str(exc))
         if count > limit:
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"prompt is {count} tokens; this server accepts at most {limit} (limits.max_prompt_tokens)",
-            )
-
-    def _record(self, model: ServedModel, request: GenerationRequest, tenant: str, status: str, usage: Usage,
-                started: float, first_at: float) -> None:
-        ended = self._clock()
-        self.metrics.requests.labels(model.name, status).inc()
-        self.metrics.e2e.labels(model.name).observe(ended - started)
-        self.metrics.prompt_tokens.labels(model.name).inc(usage.prompt_tokens)
-        self.metrics.generated_tokens.labels(model.name).inc(usage.completion_tokens)
-        fields: dict[str, Any] = {
-            "event": "generate", "request_id": request.request_id, "tenant": tenant, "model": model.name,
-            "version": model.version, "status": status, "prompt_tokens": usage.prompt_tokens,
-            "completion_tokens": usage.completion_tokens, "ttft_ms": round((first_at - started) * 1000, 2),
-            "duration_ms": round((ended - started) * 1000, 2),
-        }
-        if self.log_prompts:
-            fields["prompt"] = request.prompt if request.messages is None else [m.content for m in request.messages]
-        log.info("generate %s", status, extra={"fields": fields})
+            await refuse(context, grpc.StatusCode.INVALID_ARGUMENT,
+                         f"prompt is {count} tokens; this server accepts at most {limit} (limits.max_prompt_tokens)")
 
     # -- the other methods -------------------------------------------------------------------------------
 
     async def Abort(self, wire: pb.AbortRequest, context: grpc.aio.ServicerContext) -> pb.AbortResponse:
-        tenant = current_tenant.get()
-        if tenant is not None and wire.tenant and wire.tenant != tenant.name:
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
-                                f"this API key belongs to tenant {tenant.name!r}, not {wire.tenant!r}")
-        engine_id = f"{tenant.name if tenant else wire.tenant}/{wire.request_id}"
-        model = self.inflight.get(engine_id)
-        aborted = model is not None and await model.engine.abort(engine_id)
+        caller = await self.admission.caller(wire.tenant, context)
+        model = self.inflight.get((caller.name, wire.request_id))
+        aborted = model is not None and await model.engine.abort(f"{caller.name}/{wire.request_id}")
         return pb.AbortResponse(aborted=aborted)
 
     async def GetLoad(self, wire: pb.GetLoadRequest, context: grpc.aio.ServicerContext) -> pb.LoadReport:

@@ -29,7 +29,7 @@ from sdk.backends.cloud import CloudSide
 from sdk.backends.edge import EdgeSide
 from sdk.backends.failure import LinkFailure, SideFailure
 from sdk.backends.stream import SideStream
-from sdk.backoff import backoff_delay
+from cloud_service.backoff import backoff_delay
 from sdk.breaker import CircuitBreaker
 from sdk.bundle_routing import BundleRouting
 from sdk.decision import CloudHealth, Decision, DeviceHealth, decide
@@ -237,8 +237,8 @@ class Orchestrator:
                 route.switch(SwitchKind.RETRY, side, side, failure.reason, failure.code)
                 retry = self.policy.retry
                 if not got:
-                    await asyncio.sleep(backoff_delay(tries[side] - 1, retry.base_delay_s, retry.max_delay_s,
-                                                      self.rng))
+                    await asyncio.sleep(backoff_delay(tries[side] - 1, base_s=retry.base_delay_s,
+                                                      cap_s=retry.max_delay_s, rng=self.rng))
                 continue
             raise NoRouteError(failures)
 

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
+from cloud_service.backoff import backoff_delay
 from sdk.backends.cloud import CloudSide
 from sdk.backends.edge import EdgeSide
-from sdk.backoff import backoff_delay
 
 log = logging.getLogger("tandem.sdk")
 
@@ -87,7 +87,8 @@ class Provisioner:
             except Exception as exc:
                 self.status.state, self.status.last_error = ProvisionState.RETRYING, f"{type(exc).__name__}: {exc}"
                 log.warning("bundle %r: provisioning failed (%s); retrying", self.bundle, self.status.last_error)
-                await asyncio.sleep(backoff_delay(self.status.attempts - 1, RETRY_BASE_S, RETRY_CAP_S, self._rng))
+                await asyncio.sleep(backoff_delay(self.status.attempts - 1, base_s=RETRY_BASE_S, cap_s=RETRY_CAP_S,
+                                                  rng=self._rng))
                 continue
             self.status.state = ProvisionState.READY
             self._ready.set()

@@ -12,7 +12,7 @@ Device side (verifies the signature before fetching, resumes from ``partial_fold
 
     from cloud_service.distribution import download_bundle
     manifest = await download_bundle(channel, "assistant-q4", Path("bundles/assistant-q4"), trusted_keys,
-                                      metadata=[("authorization", f"Bearer {api_key}")])
+                                      metadata=bearer_metadata(api_key))      # from cloud_service.channel
 """
 
 from cloud_service.distribution.download import download_bundle, partial_folder

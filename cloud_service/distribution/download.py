@@ -1,9 +1,8 @@
 """download_bundle: fetch a signed bundle over ModelDistribution, resumably, and verify it before it appears.
 
-    async with grpc.aio.secure_channel("models.example.com:443", grpc.ssl_channel_credentials()) as channel:
+    async with open_channel("models.example.com:443", ClientTls()) as channel:      # cloud_service.channel
         manifest = await download_bundle(channel, "assistant-q4", Path("bundles/assistant-q4"),
-                                         [load_public_key("tandem.pub")],
-                                         metadata=[("authorization", f"Bearer {api_key}")])
+                                         [load_public_key("tandem.pub")], metadata=bearer_metadata(api_key))
 
 Order of work:
 
@@ -90,7 +89,7 @@ async def download_bundle(
 ) -> Manifest:
     """Download ``bundle`` (its latest version, or ``version``) into the folder ``dest``; return its manifest.
 
-    ``metadata`` goes with every call (e.g. ``[("authorization", "Bearer <key>")]``). ``timeout`` is the
+    ``metadata`` goes with every call (e.g. ``cloud_service.channel.bearer_metadata(api_key)``). ``timeout`` is the
     deadline of GetManifest and the longest wait for any one chunk of a file (a stall, not the whole
     download, which may take as long as it takes); None waits forever. ``on_progress(bytes_done,
     bytes_total)`` is called once before downloading (counting what is already present) and after every

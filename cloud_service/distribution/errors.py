@@ -1,6 +1,7 @@
-"""Errors of bundle distribution, split by what the caller can do about them.
+"""Errors of bundle distribution, split by what the caller can do about them (a branch of the cloud tier's
+tree, drawn whole in ``cloud_service.errors``).
 
-    DistributionError                 base of everything this package raises on purpose
+    DistributionError                 base of everything this package raises on purpose (a CloudServiceError)
     ├── CatalogError                  a configured bundle folder is not a valid signed bundle (at startup)
     ├── UnknownBundleError            no such bundle, version or file in the catalog (also a LookupError)
     └── DownloadError                 a download failed; ``dest`` was left untouched
@@ -17,11 +18,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from cloud_service.errors import CloudServiceError
+
 if TYPE_CHECKING:
     import grpc
 
 
-class DistributionError(Exception):
+class DistributionError(CloudServiceError):
     """Base class of the distribution errors."""
 
 

@@ -9,9 +9,9 @@ the same way (``prefill_inputs``).
 
 The model gets its attention mask prebuilt here, as a (batch, 1, queries, T) boolean tensor, whenever every
 layer attends over the whole context (``prebuilt_mask_fits``). Given only the 2D padding mask, transformers
-rebuilds the 4D mask in every forward pass with ``torch.vmap`` as soon as one row is padded: on the
-benchmark's 3.7M-parameter model that took about 3 ms per decode step, as long as the step itself, and rows
-are padded whenever requests arrive at different times (nearly always on a server). With a sliding window
+rebuilds the 4D mask in every forward pass with ``torch.vmap`` as soon as one row is padded, which on a
+small model costs as much as the decode step itself, and rows are padded whenever requests arrive at
+different times (nearly always on a server). With a sliding window
 shorter than the context the 2D mask is passed and transformers builds the windowed mask.
 
 Shapes: keys/values per layer (batch, kv_heads, T, head_dim); mask (batch, T).

@@ -4,15 +4,17 @@
     load.py         GetLoad polled on a short interval, combined with the gateway's own requests' work
     work.py         what the gateway's requests still cost a replica (prompt until the first chunk, tokens left)
     balancing.py    round_robin, least_loaded, p2c, p2c_affinity (prefix affinity with an imbalance guard)
-    breaker.py      per-replica circuit breaker (outlier detection on consecutive failures)
+    ejection.py     per-replica outlier ejection on consecutive failed requests (doubling ejection time)
     versions.py     model versions side by side: pinned versions, weighted canary split changeable at run time
-    admission.py    a bounded queue while every replica is saturated, then RESOURCE_EXHAUSTED + retry-after
-    retry.py        which failures go to another replica, and the backoff
-    routing.py      request -> candidates -> admission -> policy -> replica
+    queueing.py     the admission queue: bounded while every replica is saturated, then RESOURCE_EXHAUSTED +
+                    retry-after
+    retry.py        which failures go to another replica, and the backoff before it (``cloud_service.backoff``)
+    routing.py      request -> candidates -> admission queue -> policy -> replica
     servicer.py     Generate (forwarding, retries, delivered-tokens on failure), Abort, GetLoad, ListModels
     metrics.py      Prometheus metrics per replica and per version
     config.py       the [gateway] table of the gateway's TOML config
-    server.py       GatewayServer: start / drain / stop, SIGHUP reload; serve_gateway for the CLI
+    server.py       GatewayServer: the front door (``cloud_service.front_door``) over the routing, SIGHUP
+                    reload; serve_gateway for the CLI
 
 ``tandem cloud gateway -c gateway.toml`` runs one.
 """

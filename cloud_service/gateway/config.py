@@ -1,6 +1,6 @@
-"""The gateway's configuration: the replica's TOML format (``[server]``, ``[limits]``, ``[tls]``,
-``[[tenants]]``, read by ``cloud_service.config``) plus a ``[gateway]`` table, resolved once into
-``GatewayConfig``. The gateway serves no model, so the file has no [[models]].
+"""The gateway's configuration: the front door's tables of a replica's TOML file (``[server]``, ``[limits]``,
+``[tls]``, ``[[tenants]]``, read by ``cloud_service.front_door.config``) plus a ``[gateway]`` table, resolved
+once into ``GatewayConfig``. The gateway serves no model, so the file has no [[models]].
 
     [server]                       # the gateway's own listener, exactly as a replica's
     port = 50051
@@ -62,33 +62,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cloud_service.config import (
-    ConfigError,
-    DistributionConfig,
-    Limits,
-    TenantConfig,
-    TlsConfig,
-    _expect,
-    _known,
-    _path,
-    check_shared,
-    parse_distribution,
-    parse_shared,
-    read_toml,
-)
+from cloud_service.channel import ClientTls
+from cloud_service.config import DistributionConfig, parse_distribution
+from cloud_service.config_tables import expect, known, read_toml, resolve_path
+from cloud_service.errors import ConfigError
+from cloud_service.front_door.config import TABLES, FrontDoorConfig, parse_front_door, split_flags
 
 POLICIES = ("round_robin", "least_loaded", "p2c", "p2c_affinity")
 _NUMBERS = (int, float)
 
 
-@dataclass(frozen=True)
-class ReplicaTls:
-    """How the gateway verifies replicas (``ca``) and, for mutual TLS, its own certificate and key."""
-
-    ca: Path | None = None
-    cert: Path | None = None
-    key: Path | None = None
-    server_name: str | None = None
+ReplicaTls = ClientTls
+"""How the gateway verifies replicas (``ca``) and, for mutual TLS, its own certificate and key: the gateway
+dials its replicas as any client dials it."""
 
 
 @dataclass(frozen=True)
@@ -167,20 +153,10 @@ class GatewaySettings:
 @dataclass(frozen=True)
 class GatewayConfig:
     gateway: GatewaySettings
-    host: str = "127.0.0.1"
-    port: int = 50051
-    metrics_port: int = 0
-    drain_timeout_s: float = 30.0
-    log_prompts: bool = False
-    allow_unauthenticated: bool = False
-    limits: Limits = field(default_factory=Limits)
-    tenants: tuple[TenantConfig, ...] = ()
-    tls: TlsConfig | None = None
+    front_door: FrontDoorConfig = field(default_factory=FrontDoorConfig)
+    """The gateway's own listener and callers, exactly as a replica's."""
     distribution: DistributionConfig = field(default_factory=DistributionConfig)
     """Edge bundles the gateway serves to devices itself (ModelDistribution), as a replica's [distribution]."""
-
-    def __post_init__(self) -> None:
-        check_shared(self)
 
 
 def check_address(address: str, where: str) -> None:
@@ -204,12 +180,12 @@ _SIMPLE: dict[str, Any] = {
 
 def parse_gateway(table: Mapping[str, Any], base: Path, environ: Mapping[str, str]) -> GatewaySettings:
     where = "gateway"
-    _known(dict(table), _GATEWAY_KEYS, where)
-    replicas = _expect(dict(table), "replicas", list, where, [])
+    known(dict(table), _GATEWAY_KEYS, where)
+    replicas = expect(dict(table), "replicas", list, where, [])
     if not all(isinstance(r, str) for r in replicas):
         raise ConfigError(f"gateway.replicas must be a list of \"host:port\" strings, got {replicas!r}")
-    key = _expect(dict(table), "replica_api_key", str, where, None)
-    key_env = _expect(dict(table), "replica_api_key_env", str, where, None)
+    key = expect(dict(table), "replica_api_key", str, where, None)
+    key_env = expect(dict(table), "replica_api_key_env", str, where, None)
     if key is not None and key_env is not None:
         raise ConfigError("gateway: set replica_api_key or replica_api_key_env, not both")
     if key_env is not None:
@@ -219,24 +195,24 @@ def parse_gateway(table: Mapping[str, Any], base: Path, environ: Mapping[str, st
                               "empty or unset; export the gateway's replica API key there")
     tls = None
     if "replica_tls" in table:
-        entry = _expect(dict(table), "replica_tls", dict, where)
-        _known(entry, {"ca", "cert", "key", "server_name"}, "gateway.replica_tls")
-        files = {name: _expect(entry, name, str, "gateway.replica_tls", None) for name in ("ca", "cert", "key")}
+        entry = expect(dict(table), "replica_tls", dict, where)
+        known(entry, {"ca", "cert", "key", "server_name"}, "gateway.replica_tls")
+        files = {name: expect(entry, name, str, "gateway.replica_tls", None) for name in ("ca", "cert", "key")}
         if (files["cert"] is None) != (files["key"] is None):
             raise ConfigError("gateway.replica_tls: give both cert and key (mutual TLS) or neither")
-        tls = ReplicaTls(**{n: _path(v, base) if v else None for n, v in files.items()},
-                         server_name=_expect(entry, "server_name", str, "gateway.replica_tls", None))
+        tls = ReplicaTls(**{n: resolve_path(v, base) if v else None for n, v in files.items()},
+                         server_name=expect(entry, "server_name", str, "gateway.replica_tls", None))
     versions = []
-    for index, entry in enumerate(_expect(dict(table), "versions", list, where, [])):
+    for index, entry in enumerate(expect(dict(table), "versions", list, where, [])):
         here = f"gateway.versions[{index}]"
         if not isinstance(entry, dict):
             raise ConfigError(f"{here} must be a table with model, version and weight")
-        _known(entry, {"model", "version", "weight"}, here)
-        versions.append(VersionWeight(_expect(entry, "model", str, here), _expect(entry, "version", str, here),
-                                      float(_expect(entry, "weight", _NUMBERS, here))))
+        known(entry, {"model", "version", "weight"}, here)
+        versions.append(VersionWeight(expect(entry, "model", str, here), expect(entry, "version", str, here),
+                                      float(expect(entry, "weight", _NUMBERS, here))))
     settings = {name: value for name, value in table.items() if name in _SIMPLE}
     for name in settings:
-        _expect(settings, name, _SIMPLE[name], where)
+        expect(settings, name, _SIMPLE[name], where)
     return GatewaySettings(
         replicas=tuple(replicas), replica_api_key=key, replica_tls=tls, versions=tuple(versions),
         **{name: float(value) if _SIMPLE[name] == _NUMBERS else value for name, value in settings.items()},
@@ -244,13 +220,14 @@ def parse_gateway(table: Mapping[str, Any], base: Path, environ: Mapping[str, st
 
 
 def parse_gateway_config(data: dict[str, Any], base: Path, environ: Mapping[str, str] | None = None) -> GatewayConfig:
-    _known(data, {"server", "limits", "tls", "tenants", "gateway", "distribution"}, "config")
+    known(data, {*TABLES, "gateway", "distribution"}, "config")
     if "gateway" not in data:
         raise ConfigError("gateway: the [gateway] table is required (at least gateway.replicas or "
                           "gateway.discovery_dns)")
-    table = _expect(data, "gateway", dict, "config")
+    table = expect(data, "gateway", dict, "config")
     settings = parse_gateway(table, base, os.environ if environ is None else environ)
-    return GatewayConfig(gateway=settings, distribution=parse_distribution(data, base), **parse_shared(data, base))
+    distribution = parse_distribution(data, base)
+    return GatewayConfig(gateway=settings, front_door=parse_front_door(data, base), distribution=distribution)
 
 
 def load_gateway_config(path: str | Path, *, environ: Mapping[str, str] | None = None,
@@ -262,12 +239,15 @@ def load_gateway_config(path: str | Path, *, environ: Mapping[str, str] | None =
 
 
 def apply_overrides(config: GatewayConfig, **overrides: Any) -> GatewayConfig:
-    changes = {k: v for k, v in overrides.items() if v is not None}
-    gateway_fields = {f.name for f in dataclasses.fields(GatewaySettings)}
-    settings = {k: changes.pop(k) for k in list(changes) if k in gateway_fields}
+    """``config`` with flags applied: [server] fields to the front door, [gateway] fields (replicas, policy)
+    to the settings; None means "not given"."""
+    server, rest = split_flags(overrides)
+    settings = {k: v for k, v in rest.items() if v is not None}
+    unknown = sorted(set(settings) - {f.name for f in dataclasses.fields(GatewaySettings)})
+    if unknown:
+        raise ConfigError(f"flags: {', '.join(unknown)} are not gateway settings")
     if settings.get("replicas"):
         settings["replicas"] = tuple(settings["replicas"])
         settings["discovery_dns"] = None  # --replica replaces discovery
-    if settings:
-        changes["gateway"] = dataclasses.replace(config.gateway, **settings)
-    return dataclasses.replace(config, **changes) if changes else config
+    gateway = dataclasses.replace(config.gateway, **settings) if settings else config.gateway
+    return dataclasses.replace(config, gateway=gateway, front_door=config.front_door.with_flags(server))

@@ -7,7 +7,7 @@ the Inference service.
        │   EJECT_AFTER_FAILED_CHECKS failed checks   │ SERVING (and ListModels answers): re-admitted
        └──────────────────>└─> ejected ──────────────┘
 
-Only admitted replicas whose circuit breaker is closed (``Replica.available``) get new requests; draining
+Only admitted replicas in rotation (``Replica.available``: not ejected as outliers) get new requests; draining
 and ejected ones keep the streams they already run. A replica that leaves DNS gets no new work and its
 channel closes once its last stream ends. On admission (and every ``MODELS_REFRESH_CHECKS`` checks) the
 gateway asks the replica's ``ListModels``, which says which model versions it can route there.
@@ -27,8 +27,9 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from cloud_service import keepalive
-from cloud_service.gateway.breaker import CircuitBreaker
-from cloud_service.gateway.config import GatewaySettings, ReplicaTls
+from cloud_service.channel import open_channel
+from cloud_service.gateway.config import GatewaySettings
+from cloud_service.gateway.ejection import OutlierEjection
 from cloud_service.gateway.load import LoadSnapshot
 from cloud_service.gateway.work import CostScale, ReplicaWork
 from cloud_service.wire.v1 import inference_pb2 as pb
@@ -66,7 +67,8 @@ class ReplicaState(StrEnum):
 class Replica:
     address: str
     channel: grpc.aio.Channel
-    breaker: CircuitBreaker
+    ejection: OutlierEjection
+    """Outlier ejection on the gateway's own failed requests to it."""
     state: ReplicaState = ReplicaState.PENDING
     models: tuple[pb.ModelInfo, ...] = ()
     served: frozenset[tuple[str, str]] = frozenset()
@@ -92,25 +94,13 @@ class Replica:
     @property
     def available(self) -> bool:
         """May take a new request now."""
-        return self.state is ReplicaState.ADMITTED and not self.removed and self.breaker.allows()
+        return self.state is ReplicaState.ADMITTED and not self.removed and self.ejection.allows()
 
     def serves(self, model: str, version: str) -> bool:
         """``version`` "" means any version of ``model``."""
         if version:
             return (model, version) in self.served
         return any(name == model for name, _ in self.served)
-
-
-def open_channel(address: str, tls: ReplicaTls | None) -> grpc.aio.Channel:
-    if tls is None:
-        return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
-    credentials = grpc.ssl_channel_credentials(
-        root_certificates=tls.ca.read_bytes() if tls.ca else None,
-        private_key=tls.key.read_bytes() if tls.key else None,
-        certificate_chain=tls.cert.read_bytes() if tls.cert else None,
-    )
-    options = CHANNEL_OPTIONS + ((("grpc.ssl_target_name_override", tls.server_name),) if tls.server_name else ())
-    return grpc.aio.secure_channel(address, credentials, options=options)
 
 
 async def resolve(name: str) -> list[str]:
@@ -163,8 +153,8 @@ class Membership:
             replica = self.replicas.get(address)
             if replica is None:
                 self.replicas[address] = Replica(
-                    address, open_channel(address, self.settings.replica_tls),
-                    CircuitBreaker(self.settings.breaker_failures, self.settings.breaker_cooldown_s, self._clock),
+                    address, open_channel(address, self.settings.replica_tls, options=CHANNEL_OPTIONS),
+                    OutlierEjection(self.settings.breaker_failures, self.settings.breaker_cooldown_s, self._clock),
                     work=ReplicaWork(self.cost_scale),
                 )
                 log.info("replica found", extra={"fields": {"replica": address}})
@@ -205,7 +195,7 @@ class Membership:
         replica.failed_checks, replica.problem = 0, ""
         if replica.state is not ReplicaState.ADMITTED:
             if replica.state is ReplicaState.EJECTED:
-                replica.breaker.record_success()  # it was down and is back: a clean slate
+                replica.ejection.record_success()  # it was down and is back: a clean slate
             self._set(replica, ReplicaState.ADMITTED, "health SERVING")
 
     async def refresh_models(self, replica: Replica) -> str | None:

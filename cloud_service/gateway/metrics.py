@@ -5,12 +5,12 @@
     tandem_gateway_time_to_first_token_seconds{model, version}       histogram, as the gateway's callers see it
     tandem_gateway_e2e_latency_seconds{model, version}               histogram, whole stream
     tandem_gateway_retries_total{reason}                             attempts moved to another replica
-    tandem_gateway_ejections_total{replica, reason}                  health ejections and breaker openings
+    tandem_gateway_ejections_total{replica, reason}                  ejections: by health checks and as outliers
     tandem_gateway_affinity_total{outcome}                           prefix affinity: hit, yield, miss
     tandem_gateway_queue_depth                                       requests waiting for a replica with room
     tandem_gateway_inflight{replica}                                 streams running per replica
     tandem_gateway_replicas{state}                                   replicas per state (available = admitted
-                                                                     with a closed breaker)
+                                                                     and not ejected as an outlier)
     tandem_gateway_version_weight{model, version}                    the canary split in force
 
 A canary is judged by comparing ``requests_total`` by status and the latency histograms across versions.
@@ -19,10 +19,14 @@ A canary is judged by comparing ``requests_total`` by status and the latency his
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from cloud_service.metrics import LATENCY_BUCKETS
+from cloud_service.metrics import LATENCY_BUCKETS, serve_registry
+
+if TYPE_CHECKING:
+    from cloud_service.front_door.access_log import CallRecord
 
 
 class GatewayMetrics:
@@ -37,7 +41,7 @@ class GatewayMetrics:
                              buckets=LATENCY_BUCKETS, registry=r)
         self.retries = Counter("tandem_gateway_retries", "Attempts moved to another replica.", ["reason"],
                                registry=r)
-        self.ejections = Counter("tandem_gateway_ejections", "Replicas ejected (health or breaker).",
+        self.ejections = Counter("tandem_gateway_ejections", "Replicas ejected (health or outlier).",
                                  ["replica", "reason"], registry=r)
         self.affinity = Counter("tandem_gateway_affinity", "Prefix affinity outcomes.", ["outcome"], registry=r)
         self.queue_depth = Gauge("tandem_gateway_queue_depth", "Requests waiting for a replica with room.",
@@ -46,6 +50,14 @@ class GatewayMetrics:
         self.replicas = Gauge("tandem_gateway_replicas", "Replicas per state.", ["state"], registry=r)
         self.version_weight = Gauge("tandem_gateway_version_weight", "Configured split of unpinned traffic.",
                                     ["model", "version"], registry=r)
+
+    def record_call(self, record: CallRecord, duration_s: float) -> None:
+        """A finished Generate call."""
+        replica = record.replica or ""
+        self.requests.labels(record.model, record.version, replica, record.status).inc()
+        if record.first_at is not None:
+            self.ttft.labels(record.model, record.version).observe(record.first_at - record.started)
+        self.e2e.labels(record.model, record.version).observe(duration_s)
 
     def watch(self, queue_depth: Callable[[], float], replica_states: Callable[[], dict[str, int]]) -> None:
         self.queue_depth.set_function(queue_depth)
@@ -60,5 +72,4 @@ class GatewayMetrics:
 
     def serve(self, port: int, host: str = "0.0.0.0") -> int:
         """Start the /metrics HTTP endpoint on a daemon thread; returns the bound port."""
-        server, _ = start_http_server(port, addr=host, registry=self.registry)
-        return int(server.server_port)
+        return serve_registry(self.registry, port, host)

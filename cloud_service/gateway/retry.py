@@ -4,7 +4,7 @@ Only failures before the first chunk are retried (after it the client has text; 
 with UNAVAILABLE and ``tandem-delivered-tokens`` so the SDK continues elsewhere). ``retry_reason`` is the one
 predicate: it names why a status may be retried, or returns None for the statuses another replica would
 answer the same way (the caller's own mistakes). A draining replica's refusal is retried at once; the
-others wait an exponential backoff with jitter.
+others wait ``retry_delay``: ``cloud_service.backoff`` with half the step drawn at random.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ from __future__ import annotations
 import random
 
 import grpc
+
+from cloud_service.backoff import backoff_delay
 
 INITIAL_RETRY_DELAY_S = 0.01
 MAX_RETRY_DELAY_S = 0.25
@@ -40,12 +42,11 @@ def retry_reason(code: grpc.StatusCode, *, draining: bool = False) -> str | None
 
 
 def is_replica_fault(code: grpc.StatusCode, *, draining: bool = False) -> bool:
-    """Does this failure count against the replica (its circuit breaker)? Draining and busy replicas are
+    """Does this failure count against the replica (its outlier ejection)? Draining and busy replicas are
     healthy; the caller's mistakes are not the replica's."""
     return not draining and code in _REPLICA_FAULTS
 
 
-def backoff_delay(attempt: int, rng: random.Random | None = None) -> float:
-    """Seconds to wait before attempt ``attempt`` (1 = the first retry)."""
-    step = min(MAX_RETRY_DELAY_S, INITIAL_RETRY_DELAY_S * 2 ** (attempt - 1))
-    return step * (1 - RETRY_JITTER * (rng or random).random())
+def retry_delay(retry: int, rng: random.Random | None = None) -> float:
+    """Seconds to wait before retry number ``retry`` (0 = the first retry: the request's second attempt)."""
+    return backoff_delay(retry, base_s=INITIAL_RETRY_DELAY_S, cap_s=MAX_RETRY_DELAY_S, jitter=RETRY_JITTER, rng=rng)

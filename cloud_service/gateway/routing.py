@@ -1,5 +1,5 @@
 """From a request to a replica: which replicas may serve it (model, pinned or weighted version, health,
-breaker), admission control while they are all saturated, then the balancing policy.
+outlier ejection), the admission queue while they are all saturated, then the balancing policy.
 """
 
 from __future__ import annotations
@@ -7,10 +7,11 @@ from __future__ import annotations
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
-from cloud_service.gateway.admission import AdmissionQueue
+from cloud_service.errors import RoutingError
 from cloud_service.gateway.balancing import Affinity, Balancer, affinity_keys
 from cloud_service.gateway.load import saturated
 from cloud_service.gateway.membership import Membership, Replica
+from cloud_service.gateway.queueing import AdmissionQueue
 from cloud_service.gateway.versions import VersionTable
 from cloud_service.wire.v1 import inference_pb2 as pb
 
@@ -18,7 +19,7 @@ MAX_PROBLEMS_SHOWN = 3
 """Unavailable replicas whose problem an error message names."""
 
 
-class NoReplicaError(Exception):
+class NoReplicaError(RoutingError):
     """No replica can take the request: ``not_found`` when none serves the model (version) at all,
     otherwise none that does is available now."""
 
@@ -54,12 +55,12 @@ class Plan:
 
 class Router:
     def __init__(self, membership: Membership, balancer: Balancer, versions: VersionTable,
-                 admission: AdmissionQueue[Replica], *, queue_limit: int,
+                 queue: AdmissionQueue[Replica], *, queue_limit: int,
                  on_affinity: Callable[[Affinity], None] = lambda outcome: None) -> None:
         self.membership = membership
         self.balancer = balancer
         self.versions = versions
-        self.admission = admission
+        self.queue = queue
         self.queue_limit = queue_limit
         self._on_affinity = on_affinity
 
@@ -113,4 +114,4 @@ class Router:
                       give_up: Callable[[], bool] = lambda: False) -> Replica | None:
         """A replica with room for the request, after waiting in the admission queue if every candidate is
         saturated; None when ``give_up()`` turned true meanwhile. Raises NoReplicaError or QueueFullError."""
-        return await self.admission.admit(lambda: self._ready(plan, tried), give_up)
+        return await self.queue.admit(lambda: self._ready(plan, tried), give_up)

@@ -1,5 +1,6 @@
-"""The gateway server: the Inference API (``GatewayServicer``) with health, reflection, the replicas' auth
-interceptor and tenant keys, metrics, optional TLS, the membership/load loops, and graceful drain.
+"""The gateway server: the Inference API (``GatewayServicer``) behind the front door a replica has too
+(``cloud_service.front_door``: health, reflection, auth and tenant keys, metrics, optional TLS, graceful
+drain), plus the membership, load and quota-peer loops.
 
     gateway = GatewayServer(config)
     port = await gateway.start()          # finds and checks the replicas once, then SERVING
@@ -18,34 +19,25 @@ import contextlib
 import logging
 import random
 import signal
-import time
 from collections.abc import Mapping
 from pathlib import Path
 
-import grpc
-from grpc_health.v1 import health_pb2
-from grpc_health.v1.health import aio as health_aio
-
-from cloud_service import keepalive
-from cloud_service.auth import AuthInterceptor, KeyRing
-from cloud_service.config import ConfigError
-from cloud_service.gateway.admission import AdmissionQueue
+from cloud_service.channel import bearer_metadata
+from cloud_service.errors import ConfigError
+from cloud_service.front_door.listener import Listener
 from cloud_service.gateway.balancing import Balancer
 from cloud_service.gateway.config import GatewayConfig, load_gateway_config
 from cloud_service.gateway.load import LoadTracker
 from cloud_service.gateway.membership import Membership, Replica, ReplicaState
 from cloud_service.gateway.metrics import GatewayMetrics
+from cloud_service.gateway.queueing import AdmissionQueue
 from cloud_service.gateway.quota_peers import QuotaPeers
 from cloud_service.gateway.routing import Router
 from cloud_service.gateway.servicer import GatewayServicer
 from cloud_service.gateway.versions import VersionTable
 from cloud_service.quota import Quotas
-from cloud_service.server import TRANSPORT_LIMIT_FACTOR, _credentials, add_shared_services
-from cloud_service.wire.v1 import inference_pb2_grpc
 
 log = logging.getLogger("tandem.gateway")
-
-DRAIN_POLL_S = 0.05
 
 
 class GatewayServer:
@@ -54,44 +46,41 @@ class GatewayServer:
         settings = config.gateway
         self.metrics = GatewayMetrics()
         rng = rng or random.Random()
-        key = settings.replica_api_key
-        metadata = (("authorization", f"Bearer {key}"),) if key else ()
+        metadata = bearer_metadata(settings.replica_api_key)
         self.membership = Membership(settings, metadata=metadata, on_change=self._replica_changed)
         self.versions = VersionTable(settings.weights(), rng)
         self.metrics.show_weights(self.versions.all())
-        self.admission: AdmissionQueue[Replica] = AdmissionQueue(settings.max_queue, settings.queue_timeout_s)
+        self.queue: AdmissionQueue[Replica] = AdmissionQueue(settings.max_queue, settings.queue_timeout_s)
         self.balancer = Balancer(settings.policy, affinity_imbalance=settings.affinity_imbalance,
                                  affinity_max_keys=settings.affinity_max_keys, rng=rng)
-        self.router = Router(self.membership, self.balancer, self.versions, self.admission,
+        self.router = Router(self.membership, self.balancer, self.versions, self.queue,
                              queue_limit=settings.replica_queue_limit,
                              on_affinity=lambda outcome: self.metrics.affinity.labels(outcome.value).inc())
         self.loads = LoadTracker(
             settings.load_refresh_s, metadata=metadata,
             on_draining=lambda r: self.membership.mark_draining(r, "GetLoad says draining"),
-            on_failure=self.membership.suspect, on_refresh=self.admission.notify,
+            on_failure=self.membership.suspect, on_refresh=self.queue.notify,
         )
         self.quotas = Quotas()
         self.quota_peers = QuotaPeers(settings.quota_peers_dns, self.quotas, settings.dns_refresh_s) \
             if settings.quota_peers_dns else None
-        self.inference = GatewayServicer(self.router, settings=settings, limits=config.limits, metrics=self.metrics,
-                                         replica_metadata=metadata, quotas=self.quotas,
-                                         log_prompts=config.log_prompts, rng=rng)
-        self.metrics.watch(lambda: len(self.admission), self._state_counts)
-        self.health = health_aio.HealthServicer()
-        keys = None if config.allow_unauthenticated and not config.tenants else KeyRing(config.tenants)
-        self.server = grpc.aio.server(
-            interceptors=[AuthInterceptor(keys)],
-            options=[
-                ("grpc.max_receive_message_length", TRANSPORT_LIMIT_FACTOR * config.limits.max_message_bytes),
-                ("grpc.max_send_message_length", TRANSPORT_LIMIT_FACTOR * config.limits.max_message_bytes),
-                *keepalive.SERVER_OPTIONS,
-            ],
-        )
-        inference_pb2_grpc.add_InferenceServicer_to_server(self.inference, self.server)
-        self.readiness = add_shared_services(self.server, self.health, config.distribution)
+        front_door = config.front_door
+        self.inference = GatewayServicer(self.router, settings=settings, limits=front_door.limits,
+                                         metrics=self.metrics, replica_metadata=metadata, quotas=self.quotas,
+                                         log_prompts=front_door.log_prompts, rng=rng)
+        self.metrics.watch(lambda: len(self.queue), self._state_counts)
+        self.listener = Listener(front_door, self.inference, self.inference.admission,
+                                 distribution=config.distribution, metrics=self.metrics, log=log)
         self._loops: list[asyncio.Task[None]] = []
-        self.port = 0
-        self.metrics_port = 0
+
+    @property
+    def port(self) -> int:
+        """The bound port (0 before ``start``)."""
+        return self.listener.port
+
+    @property
+    def metrics_port(self) -> int:
+        return self.listener.metrics_port
 
     # -- life cycle --------------------------------------------------------------------------------------
 
@@ -101,13 +90,7 @@ class GatewayServer:
         await self.loads.poll_all(self.membership.available())
         if self.quota_peers is not None:
             await self.quota_peers.refresh()
-        address = f"{self.config.host}:{self.config.port}"
-        credentials = _credentials(self.config)  # type: ignore[arg-type]
-        if credentials is None:
-            self.port = self.server.add_insecure_port(address)
-        else:
-            self.port = self.server.add_secure_port(address, credentials)
-        await self.server.start()
+        port = await self.listener.start()
         loop = asyncio.get_running_loop()
         self._loops = [
             loop.create_task(self.membership.run_health(), name="tandem-gateway-health"),
@@ -116,36 +99,22 @@ class GatewayServer:
         ]
         if self.quota_peers is not None:
             self._loops.append(loop.create_task(self.quota_peers.run(), name="tandem-gateway-quota-peers"))
-        if self.config.metrics_port:
-            self.metrics_port = self.metrics.serve(self.config.metrics_port, self.config.host)
-        for service in ("", *self.readiness):
-            await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
         settings = self.config.gateway
         log.info("serving", extra={"fields": {
-            "port": self.port, "metrics_port": self.metrics_port, "tls": self.config.tls is not None,
+            "port": port, "metrics_port": self.metrics_port, "tls": self.config.front_door.tls is not None,
             "policy": settings.policy, "replicas": sorted(self.membership.replicas),
             "available": len(self.membership.available()), "discovery_dns": settings.discovery_dns,
         }})
-        return self.port
+        return port
 
     async def drain(self, timeout_s: float | None = None) -> bool:
         """Stop taking work (readiness NOT_SERVING, new Generate calls UNAVAILABLE) and wait for in-flight and
         queued streams to finish, up to ``timeout_s``; True when all finished. Liveness stays SERVING."""
-        timeout_s = self.config.drain_timeout_s if timeout_s is None else timeout_s
-        self.inference.draining = True
-        for service in self.readiness:
-            await self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
-        deadline = time.monotonic() + timeout_s
-        while self.inference.inflight and time.monotonic() < deadline:
-            await asyncio.sleep(DRAIN_POLL_S)
-        left = len(self.inference.inflight)
-        log.info("drained", extra={"fields": {"unfinished": left}})
-        return left == 0
+        return await self.listener.drain(timeout_s)
 
     async def stop(self, grace_s: float = 1.0) -> None:
         """Cancel what is left, stop serving and close the replica channels."""
-        await self.health.enter_graceful_shutdown()
-        await self.server.stop(grace_s)
+        await self.listener.stop(grace_s)
         self.inference.cancel_background()
         for task in self._loops:
             task.cancel()
@@ -185,7 +154,7 @@ class GatewayServer:
         if state is ReplicaState.EJECTED:
             self.metrics.ejections.labels(replica.address, "health").inc()
         if state is ReplicaState.ADMITTED:
-            self.admission.notify()
+            self.queue.notify()
 
     def _state_counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -206,6 +175,6 @@ async def serve_gateway(config: GatewayConfig, config_path: str | Path | None = 
     loop.add_signal_handler(signal.SIGHUP, gateway.reload, config_path)
     await gateway.start()  # signals are handled from before the "serving" line: a prompt one is not fatal
     await stop.wait()
-    log.info("signal received: draining", extra={"fields": {"timeout_s": config.drain_timeout_s}})
+    log.info("signal received: draining", extra={"fields": {"timeout_s": config.front_door.drain_timeout_s}})
     await gateway.drain()
     await gateway.stop()

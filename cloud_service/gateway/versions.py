@@ -13,7 +13,7 @@ import math
 import random
 from collections.abc import Collection, Mapping
 
-from cloud_service.config import ConfigError
+from cloud_service.errors import ConfigError
 
 
 def check_weights(model: str, weights: Mapping[str, float]) -> dict[str, float]:

@@ -50,8 +50,6 @@ MIN_RECONNECT_BACKOFF_MS = 100
 """gRPC's reconnect backoff, capped at one probe interval (its default climbs to 120 s), so a recovered
 endpoint is seen within about one interval."""
 CLOSE_JOIN_TIMEOUT_S = 2.0
-AUTH_METADATA = "authorization"
-"""The header cloud_service.client.CloudClient sends its API key in."""
 FAILURE_REPORTED = "reported"
 """``last_error`` of a failure the app reported without a reason."""
 
@@ -95,7 +93,9 @@ class LinkMonitor:
         self.interval_s = _check_seconds("interval_s", interval_s)
         self.timeout_s = _check_seconds("timeout_s", timeout_s)
         self._tracker = LinkTracker(down_after=down_after, up_after=up_after, rtt_alpha=rtt_alpha)
-        self._metadata: tuple[tuple[str, str], ...] = ((AUTH_METADATA, f"Bearer {api_key}"),) if api_key else ()
+        from cloud_service.channel import bearer_metadata
+
+        self._metadata = bearer_metadata(api_key)
         self._tls = tls
         self._pem = (
             (_read_pem("tls.ca", tls.ca), _read_pem("tls.key", tls.key), _read_pem("tls.cert", tls.cert))

@@ -41,14 +41,15 @@ def test_a_full_config_loads_with_defaults_and_relative_paths(tmp_path):
     config = load_config(_write(tmp_path, GOOD))
     assert config.models[0].path == tmp_path / "models" / "toy"
     assert config.models[0].engine_options == {"max_running": 4}
-    assert config.limits.max_tokens == 128 and config.limits.max_prompt_tokens == 4096
-    assert config.tenants[0].requests_per_minute == 10 and config.tenants[0].tokens_per_minute == 200_000
-    assert config.drain_timeout_s == 5.0 and not config.log_prompts
+    front_door = config.front_door
+    assert front_door.limits.max_tokens == 128 and front_door.limits.max_prompt_tokens == 4096
+    assert front_door.tenants[0].requests_per_minute == 10 and front_door.tenants[0].tokens_per_minute == 200_000
+    assert front_door.drain_timeout_s == 5.0 and not front_door.log_prompts
 
 
 def test_flags_override_the_file(tmp_path):
-    config = load_config(_write(tmp_path, GOOD), port=6000, host="0.0.0.0", metrics_port=None)
-    assert (config.port, config.host, config.metrics_port) == (6000, "0.0.0.0", 0)
+    front_door = load_config(_write(tmp_path, GOOD), port=6000, host="0.0.0.0", metrics_port=None).front_door
+    assert (front_door.port, front_door.host, front_door.metrics_port) == (6000, "0.0.0.0", 0)
 
 
 @pytest.mark.parametrize(
@@ -77,4 +78,4 @@ def test_missing_file_and_unauthenticated_opt_in(tmp_path):
     with pytest.raises(ConfigError, match="no config file"):
         load_config(tmp_path / "nope.toml")
     open_config = GOOD.split("[[tenants]]")[0].replace("[server]\n", "[server]\nallow_unauthenticated = true\n")
-    assert load_config(_write(tmp_path, open_config)).tenants == ()
+    assert load_config(_write(tmp_path, open_config)).front_door.tenants == ()

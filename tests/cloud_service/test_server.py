@@ -15,7 +15,7 @@ import pytest
 
 from cloud_service.auth import hash_key
 from cloud_service.client import CloudClient
-from cloud_service.config import Limits, ModelConfig, ServerConfig, TenantConfig
+from cloud_service.config import FrontDoorConfig, Limits, ModelConfig, ServerConfig, TenantConfig
 from cloud_service.errors import (
     AuthenticationError,
     CloudDrainingError,
@@ -46,10 +46,13 @@ def engine(tiny_llama):
     engine.close()
 
 
-def _config(tiny_llama, **changes: Any) -> ServerConfig:
-    base = ServerConfig(models=(ModelConfig("toy", tiny_llama, version="v1"),), host="127.0.0.1", port=0,
-                        tenants=TENANTS, limits=Limits(max_prompt_tokens=256, max_tokens=64))
-    return dataclasses.replace(base, **changes)
+def _config(tiny_llama, distribution: Any = None, **front_door: Any) -> ServerConfig:
+    """The test replica's config; ``front_door`` replaces fields of its front door (tenants, limits...)."""
+    door = FrontDoorConfig(host="127.0.0.1", port=0, tenants=TENANTS,
+                           limits=Limits(max_prompt_tokens=256, max_tokens=64))
+    base = ServerConfig(models=(ModelConfig("toy", tiny_llama, version="v1"),),
+                        front_door=dataclasses.replace(door, **front_door))
+    return dataclasses.replace(base, distribution=distribution) if distribution is not None else base
 
 
 def _request(index: int = 0, tokens: int = 16, **fields: Any) -> GenerationRequest:

@@ -20,7 +20,7 @@ from cryptography.x509.oid import NameOID
 
 from cloud_service.auth import hash_key
 from cloud_service.client import ClientTls, CloudClient
-from cloud_service.config import ModelConfig, ServerConfig, TenantConfig, TlsConfig
+from cloud_service.config import FrontDoorConfig, ModelConfig, ServerConfig, TenantConfig, TlsConfig
 from cloud_service.errors import CloudUnavailableError
 from cloud_service.server import ReplicaServer
 from cloud_service.servicer import ServedModel
@@ -94,8 +94,8 @@ def _serve(config: ServerConfig, engine, body):
 @pytest.mark.parametrize("mutual", [False, True], ids=["tls", "mtls"])
 def test_tls_and_mutual_tls(tiny_llama, engine, pki, mutual):
     tls = TlsConfig(pki["server.crt"], pki["server.key"], pki["ca"] if mutual else None)
-    config = ServerConfig(models=(ModelConfig("toy", tiny_llama),), port=0, tls=tls,
-                          tenants=(TenantConfig("acme", hash_key(KEY)),))
+    config = ServerConfig(models=(ModelConfig("toy", tiny_llama),),
+                          front_door=FrontDoorConfig(port=0, tls=tls, tenants=(TenantConfig("acme", hash_key(KEY)),)))
     good = ClientTls(ca=pki["ca"], cert=pki["client.crt"] if mutual else None,
                      key=pki["client.key"] if mutual else None, server_name="replica.test")
 

@@ -267,11 +267,11 @@ def test_the_replica_config_loads_and_fits_its_pod(folder, rendered):
     deployment = _one(objects, "Deployment", REPLICA)
     container, pod = _container(deployment), deployment["spec"]["template"]["spec"]
     config = parse_config(_toml(objects, deployment), Path(CONFIG_MOUNT))
-    assert config.tls is None, "the kubelet's gRPC probes speak plaintext"
+    assert config.front_door.tls is None, "the kubelet's gRPC probes speak plaintext"
     annotations = deployment["spec"]["template"]["metadata"].get("annotations", {})
-    assert config.metrics_port == _port(container, "metrics")
+    assert config.front_door.metrics_port == _port(container, "metrics")
     if "prometheus.io/port" in annotations:
-        assert int(annotations["prometheus.io/port"]) == config.metrics_port
+        assert int(annotations["prometheus.io/port"]) == config.front_door.metrics_port
     [models_mount] = [m for m in container["volumeMounts"] if m["name"] == "models"]
     [models_volume] = [v for v in pod["volumes"] if v["name"] == "models"]
     claim = models_volume["persistentVolumeClaim"]
@@ -292,7 +292,7 @@ def test_the_replica_config_loads_and_fits_its_pod(folder, rendered):
             if options.threads:
                 assert options.threads <= float(container["resources"]["limits"]["cpu"])
         if context:
-            assert config.limits.max_prompt_tokens + config.limits.max_tokens <= context
+            assert config.front_door.limits.max_prompt_tokens + config.front_door.limits.max_tokens <= context
     assert gpus == needed, "nvidia.com/gpu must equal the GPUs the vLLM models ask for"
     if gpus:
         [shm] = [v for v in pod["volumes"] if v["name"] == "dshm"]
@@ -306,16 +306,17 @@ def test_the_gateway_config_loads_and_fits_the_replicas(folder, rendered):
     gateway, replicas = _one(objects, "Deployment", GATEWAY), _one(objects, "Deployment", REPLICA)
     config = _gateway_config(objects)
     replica = parse_config(_toml(objects, replicas), Path(CONFIG_MOUNT))
-    assert config.metrics_port == _port(_container(gateway), "metrics")
+    assert config.front_door.metrics_port == _port(_container(gateway), "metrics")
     served = {(m.name, m.version) for m in replica.models}
     assert {(model, version) for model, split in config.gateway.weights().items() for version in split} <= served
-    for field in dataclasses.fields(config.limits):
-        assert getattr(config.limits, field.name) <= getattr(replica.limits, field.name), (
+    for field in dataclasses.fields(config.front_door.limits):
+        assert getattr(config.front_door.limits, field.name) <= getattr(replica.front_door.limits, field.name), (
             f"the gateway accepts a larger {field.name} than the replicas do")
     key_env = _toml(objects, gateway)["gateway"]["replica_api_key_env"]
     [env] = [e for e in _container(gateway)["env"] if e["name"] == key_env]
     assert env["valueFrom"]["secretKeyRef"] == {"name": "tandem-api-keys", "key": "replica-api-key"}
-    assert config.tenants and not config.allow_unauthenticated and config.tls is None
+    front_door = config.front_door
+    assert front_door.tenants and not front_door.allow_unauthenticated and front_door.tls is None
 
 
 OVERLAY_CONFIG_CHANGES = {
@@ -466,7 +467,7 @@ def test_the_cpu_overlays_replica_answers_its_probes_and_exports_the_autoscaling
     container = _container(deployment)
     config = parse_config(_toml(objects, deployment), Path(CONFIG_MOUNT))
     config = dataclasses.replace(
-        config, host="127.0.0.1", port=0, metrics_port=_free_port(),
+        config, front_door=dataclasses.replace(config.front_door, host="127.0.0.1", port=0, metrics_port=_free_port()),
         models=tuple(dataclasses.replace(m, path=tiny_llama) for m in config.models),
     )
     probes = {name: container[name]["grpc"]["service"] for name in ("startupProbe", "livenessProbe", "readinessProbe")}

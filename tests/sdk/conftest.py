@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from cloud_service.auth import hash_key
-from cloud_service.config import DistributionConfig, Limits, ModelConfig, ServerConfig, TenantConfig
+from cloud_service.config import DistributionConfig, FrontDoorConfig, Limits, ModelConfig, ServerConfig, TenantConfig
 from sdk.policy import CascadeSettings, CloudSettings, DeviceSettings, Policy, RetrySettings, RoutingSettings
 
 API_KEY = "tdm_sdk_test_key"
@@ -59,9 +59,10 @@ def free_port() -> int:
 
 
 def replica_config(tiny_llama: Path, port: int = 0, **changes: Any) -> ServerConfig:
-    base = ServerConfig(models=(ModelConfig(MODEL, tiny_llama, version="v1"),), host="127.0.0.1", port=port,
-                        tenants=(TenantConfig("app", hash_key(API_KEY)),),
-                        limits=Limits(max_prompt_tokens=256, max_tokens=256))
+    base = ServerConfig(models=(ModelConfig(MODEL, tiny_llama, version="v1"),),
+                        front_door=FrontDoorConfig(host="127.0.0.1", port=port,
+                                                   tenants=(TenantConfig("app", hash_key(API_KEY)),),
+                                                   limits=Limits(max_prompt_tokens=256, max_tokens=256)))
     return dataclasses.replace(base, **changes)
 
 

@@ -7,8 +7,8 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cloud_service.backoff import backoff_delay
 from edge_runtime.types import Message
-from sdk.backoff import backoff_delay
 from sdk.breaker import BreakerState, CircuitBreaker
 from sdk.decision import CloudHealth, DeviceHealth, decide
 from sdk.difficulty import Difficulty, heuristic_score
@@ -124,6 +124,6 @@ def test_breaker_opens_after_failures_lets_one_trial_through_and_closes():
 
 def test_backoff_grows_is_capped_and_jittered():
     rng = random.Random(7)
-    delays = [[backoff_delay(n, 0.1, 1.0, rng) for _ in range(200)] for n in range(6)]
+    delays = [[backoff_delay(n, base_s=0.1, cap_s=1.0, rng=rng) for _ in range(200)] for n in range(6)]
     assert all(0 <= d <= min(1.0, 0.1 * 2**n) for n, row in enumerate(delays) for d in row)
     assert max(delays[5]) > 0.9 and len(set(delays[0])) > 150

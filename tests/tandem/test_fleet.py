@@ -1,4 +1,6 @@
-"""LocalFleet: real replicas behind the real gateway on loopback; kills, restarts and the bundle catalog."""
+"""LocalFleet: real replicas behind the real gateway on loopback; kills, restarts and the bundle catalog (CPU
+engines over a tiny model); any engine from a ModelFactory, and the gateway started again with other settings
+in front of some of the replicas (the load simulator)."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from cloud_service.distribution.service import SERVICE_NAME as DISTRIBUTION_SERV
 from cloud_service.engines.cpu import CpuEngineOptions
 from cloud_service.errors import CloudError
 from edge_runtime.types import GenerationRequest, Message, SamplingParams
-from tandem.fleet import LocalFleet
+from tandem.fleet import FleetSettings, LocalFleet, simulator_model
 
 KEY = "sk-local-fleet-test"
 
@@ -90,3 +92,32 @@ def test_fleet_serves_survives_a_killed_replica_and_goes_offline(tiny_llama: Pat
 def test_fleet_needs_a_replica(tiny_llama: Path) -> None:
     with pytest.raises(ValueError, match="at least one replica"):
         LocalFleet(tiny_llama, model="toy", api_key=KEY, replicas=0)
+
+
+def test_a_fleet_of_simulators_restarts_its_gateway_with_other_settings_before_some_replicas() -> None:
+    versions = ("v1", "v2", "v1")
+    fleet = LocalFleet(model="sim", api_key=KEY, replicas=3,
+                       engines=lambda index: simulator_model(model="sim", version=versions[index],
+                                                             options={"decode_step_s": 0.001}),
+                       settings=FleetSettings(gateway={"policy": "round_robin"}, seed=0, replica_key="tdm_fleet"))
+
+    async def scenario() -> tuple[list[str], list[str], list[str]]:
+        async with fleet:
+            served = [m.version for m in fleet.models]
+            assert fleet.gateway is not None and fleet.gateway.config.gateway.policy == "round_robin"
+            target = fleet.target
+            await fleet.stop_gateway()
+            await fleet.start_gateway({"policy": "least_loaded"}, replicas=[1])
+            assert fleet.target == target and fleet.gateway.config.gateway.policy == "least_loaded"
+            async with CloudClient(target, api_key=KEY) as client:
+                answers = [[e async for e in client.generate(_request(f"q{i}", 4), model="sim",
+                                                             on_serving=lambda v, _: seen.append(v))]
+                           for i in range(3)]
+            assert all(answers)
+            return served, seen, fleet.gateway.config.gateway.replicas
+
+    seen: list[str] = []
+    served, versions_seen, members = asyncio.run(scenario())
+    assert served == list(versions)
+    assert set(versions_seen) == {"v2"}  # only replica 1 (v2) is behind the second gateway
+    assert members == (fleet.addresses[1],)

@@ -1,11 +1,10 @@
-"""A fleet on loopback for the gateway's tests: real replica servers (the load simulator engine, fast
-settings) behind a real gateway, with real keys: callers authenticate at the gateway, the gateway at the
-replicas with its own key."""
+"""A fleet on loopback for the gateway's tests: ``tandem.fleet.LocalFleet`` with the load simulator engine
+and fast settings (real replica servers behind a real gateway, with real keys: callers authenticate at the
+gateway, the gateway at the replicas with its own key), plus the configs of single servers."""
 
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -16,13 +15,14 @@ from typing import Any
 import grpc
 
 from cloud_service.auth import hash_key
+from cloud_service.channel import bearer_metadata
 from cloud_service.client import CloudClient
-from cloud_service.config import Limits, ModelConfig, ServerConfig, TenantConfig
+from cloud_service.config import FrontDoorConfig, Limits, ModelConfig, ServerConfig, TenantConfig
 from cloud_service.convert import request_to_wire
-from cloud_service.gateway import GatewayConfig, GatewayServer, GatewaySettings
-from cloud_service.server import ReplicaServer
+from cloud_service.gateway import GatewayConfig, GatewaySettings
 from cloud_service.wire.v1 import inference_pb2_grpc
 from edge_runtime import GenerationRequest, Message, SamplingParams
+from tandem.fleet import FleetSettings, LocalFleet, simulator_model
 
 MODEL = "sim"
 GATEWAY_KEY = "tdm_the_gateways_own_key"
@@ -31,6 +31,7 @@ UNLIMITED = {"requests_per_minute": 10**7, "tokens_per_minute": 10**10}
 REPLICA_TENANTS = (TenantConfig("gateway", hash_key(GATEWAY_KEY), **UNLIMITED),)
 CALLER_TENANTS = (TenantConfig("acme", hash_key(ACME_KEY), **UNLIMITED),
                   TenantConfig("globex", hash_key(GLOBEX_KEY), **UNLIMITED))
+REPLICA_LIMITS = Limits(max_prompt_tokens=30_000, max_tokens=4096)
 FAST_SIMULATOR = {"max_running": 4, "decode_step_s": 0.004, "decode_s_per_sequence": 0.0,
                   "prefill_s_per_token": 0.00002}
 """A 4-slot replica decoding 250 tokens/s per sequence: short tests, yet real batching and queueing."""
@@ -39,37 +40,29 @@ FAST_GATEWAY = {"load_refresh_s": 0.05, "health_interval_s": 0.1, "breaker_coold
 
 
 def replica_config(version: str = "v1", *, port: int = 0, **simulator: Any) -> ServerConfig:
+    """One simulator replica's config (for tests that start replicas of their own)."""
     return ServerConfig(
         models=(ModelConfig(MODEL, Path("."), engine="simulator", version=version,
                             engine_options=FAST_SIMULATOR | simulator),),
-        host="127.0.0.1", port=port, tenants=REPLICA_TENANTS,
-        limits=Limits(max_prompt_tokens=30_000, max_tokens=4096),
+        front_door=FrontDoorConfig(host="127.0.0.1", port=port, tenants=REPLICA_TENANTS, limits=REPLICA_LIMITS),
     )
 
 
 def gateway_config(addresses: Sequence[str], **settings: Any) -> GatewayConfig:
+    """A gateway's config in front of ``addresses`` (for tests that start a gateway of their own)."""
     return GatewayConfig(gateway=GatewaySettings(replicas=tuple(addresses), **(FAST_GATEWAY | settings)),
-                         host="127.0.0.1", port=0, tenants=CALLER_TENANTS)
+                         front_door=FrontDoorConfig(host="127.0.0.1", port=0, tenants=CALLER_TENANTS))
 
 
-@dataclass
-class Fleet:
-    replicas: list[ReplicaServer]
-    gateway: GatewayServer
-
-    @property
-    def target(self) -> str:
-        return f"127.0.0.1:{self.gateway.port}"
-
-    @property
-    def addresses(self) -> list[str]:
-        return [f"127.0.0.1:{r.port}" for r in self.replicas]
+class Fleet(LocalFleet):
+    """A LocalFleet of simulator replicas with the tests' helpers."""
 
     def client(self, key: str = ACME_KEY, **options: Any) -> CloudClient:
         return CloudClient(self.target, api_key=key, **options)
 
     def served(self, address: str, status: str = "OK") -> int:
         """Requests the gateway finished on this replica with this status (its metrics)."""
+        assert self.gateway is not None
         total = 0.0
         for metric in self.gateway.metrics.registry.collect():
             for sample in metric.samples:
@@ -80,6 +73,7 @@ class Fleet:
         return int(total)
 
     def sample(self, name: str, **labels: str) -> float:
+        assert self.gateway is not None
         value = self.gateway.metrics.registry.get_sample_value(name, labels)
         return value or 0.0
 
@@ -87,18 +81,15 @@ class Fleet:
 @asynccontextmanager
 async def running_fleet(replica_versions: Sequence[str] = ("v1",) * 4, *, simulator: dict[str, Any] | None = None,
                         seed: int = 0, **settings: Any) -> AsyncIterator[Fleet]:
-    replicas = [ReplicaServer(replica_config(v, **(simulator or {}))) for v in replica_versions]
-    for replica in replicas:
-        await replica.start()
-    gateway = GatewayServer(gateway_config([f"127.0.0.1:{r.port}" for r in replicas], **settings),
-                            rng=random.Random(seed))
-    await gateway.start()
-    try:
-        yield Fleet(replicas, gateway)
-    finally:
-        await gateway.stop(0.1)
-        for replica in replicas:
-            await replica.stop(0.1)
+    """One simulator replica per version in ``replica_versions`` behind a gateway with ``settings`` (over
+    FAST_GATEWAY); callers acme (``ACME_KEY``) and globex (``GLOBEX_KEY``)."""
+    options = FAST_SIMULATOR | (simulator or {})
+    fleet = Fleet(model=MODEL, api_key=ACME_KEY, tenant="acme", replicas=len(replica_versions), **UNLIMITED,
+                  engines=lambda index: simulator_model(model=MODEL, version=replica_versions[index], options=options),
+                  settings=FleetSettings(gateway=FAST_GATEWAY | settings, replica_limits=REPLICA_LIMITS,
+                                         other_callers=CALLER_TENANTS[1:], replica_key=GATEWAY_KEY, seed=seed))
+    async with fleet:
+        yield fleet
 
 
 def chat(index: int, *, tokens: int = 8, words: int = 20, history: Sequence[Message] = ()) -> GenerationRequest:
@@ -137,7 +128,7 @@ async def raw_generate(target: str, request: GenerationRequest, *, key: str = AC
     async with grpc.aio.insecure_channel(target) as channel:
         call = inference_pb2_grpc.InferenceStub(channel).Generate(
             request_to_wire(request, model=MODEL, model_version=version),
-            metadata=(("authorization", f"Bearer {key}"),), timeout=timeout)
+            metadata=bearer_metadata(key), timeout=timeout)
         tokens, versions = 0, []
         try:
             async for chunk in call:

@@ -63,14 +63,14 @@ def test_a_full_config_loads_with_defaults_env_key_and_relative_paths(tmp_path):
     assert gateway.replica_tls.ca == tmp_path / "certs" / "ca.crt"
     assert gateway.versions == (VersionWeight("assistant", "v1", 95.0), VersionWeight("assistant", "v2", 5.0))
     assert gateway.weights() == {"assistant": {"v1": 95.0, "v2": 5.0}}
-    assert config.tenants[0].name == "acme" and config.drain_timeout_s == 5.0
+    assert config.front_door.tenants[0].name == "acme" and config.front_door.drain_timeout_s == 5.0
 
 
 def test_flags_override_the_file_and_replicas_replace_discovery(tmp_path):
     text = GOOD.replace('replicas = ["10.0.0.5:50051", "10.0.0.6:50051"]', 'discovery_dns = "replicas.svc:50051"')
     config = load_gateway_config(_write(tmp_path, text), environ=ENV, port=7000, policy="round_robin",
                                  replicas=("127.0.0.1:9000",), metrics_port=None)
-    assert (config.port, config.gateway.policy, config.metrics_port) == (7000, "round_robin", 0)
+    assert (config.front_door.port, config.gateway.policy, config.front_door.metrics_port) == (7000, "round_robin", 0)
     assert config.gateway.replicas == ("127.0.0.1:9000",) and config.gateway.discovery_dns is None
 
 

@@ -10,7 +10,7 @@ import random
 import pytest
 
 from cloud_service.client import CloudClient
-from cloud_service.config import Limits, ModelConfig, ServerConfig
+from cloud_service.config import FrontDoorConfig, Limits, ModelConfig, ServerConfig
 from cloud_service.errors import AuthenticationError, PermissionDeniedError
 from cloud_service.gateway import GatewayServer
 from cloud_service.server import ReplicaServer
@@ -36,8 +36,8 @@ def engine(tiny_llama):
 
 
 def test_a_cpu_replica_behind_the_gateway_answers_aborts_and_frees_slots(tiny_llama, engine):
-    config = ServerConfig(models=(ModelConfig("toy", tiny_llama, version="v1"),), port=0, tenants=REPLICA_TENANTS,
-                          limits=Limits(max_prompt_tokens=256, max_tokens=200))
+    config = ServerConfig(models=(ModelConfig("toy", tiny_llama, version="v1"),), front_door=FrontDoorConfig(
+        port=0, tenants=REPLICA_TENANTS, limits=Limits(max_prompt_tokens=256, max_tokens=200)))
 
     async def main():
         direct = [await collect(engine.generate(chat(i, tokens=12, words=5))) for i in range(6)]

@@ -63,7 +63,7 @@ def test_a_saturated_fleet_queues_up_to_max_queue_then_refuses_with_retry_after(
             await wait_until(lambda: len(gateway.inference.inflight) == 2, what="a full replica")
             queued = [asyncio.create_task(collect(cloud.generate(chat(i, tokens=5), model=MODEL)))
                       for i in range(2, 4)]
-            await wait_until(lambda: len(gateway.admission) == 2, what="two queued requests")
+            await wait_until(lambda: len(gateway.queue) == 2, what="two queued requests")
             depth = fleet.sample("tandem_gateway_queue_depth")
             with pytest.raises(RateLimitedError, match=r"gateway.max_queue=2") as refused:
                 await collect(cloud.generate(chat(9), model=MODEL))

@@ -1,6 +1,6 @@
 """Failures behind the gateway: a replica process killed under load (queued requests retried elsewhere and
 answered, started streams ended with UNAVAILABLE + delivered tokens, the replica ejected, then re-admitted
-when it is back), a replica failing every request ejected by its circuit breaker, and the breaker's states."""
+when it is back), a replica failing every request ejected as an outlier, and the ejection's states."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import grpc
 from cloud_service.auth import hash_key
 from cloud_service.errors import DELIVERED_METADATA
 from cloud_service.gateway import GatewayServer
-from cloud_service.gateway.breaker import BreakerState, CircuitBreaker
+from cloud_service.gateway.ejection import EjectionState, OutlierEjection
 from cloud_service.gateway.membership import ReplicaState
 from cloud_service.server import ReplicaServer
 from edge_runtime import collect
@@ -128,7 +128,7 @@ def test_a_replica_killed_under_load_retries_queued_requests_and_reports_deliver
     assert served_again >= 1  # re-admitted replicas get work again
 
 
-def test_a_replica_that_fails_every_request_is_ejected_by_its_breaker():
+def test_a_replica_that_fails_every_request_is_ejected_as_an_outlier():
     async def main():
         async with running_fleet(("v1",) * 3, policy="round_robin", breaker_failures=2,
                                  breaker_cooldown_s=60) as fleet, fleet.client() as cloud:
@@ -136,42 +136,42 @@ def test_a_replica_that_fails_every_request_is_ejected_by_its_breaker():
             broken.models[0].engine.close()  # health still SERVING, every Generate fails
             answers = [await collect(cloud.generate(chat(i, tokens=3), model=MODEL)) for i in range(12)]
             member = fleet.gateway.membership.replicas[fleet.addresses[0]]
-            return (answers, member.state, member.breaker.state, member.available,
+            return (answers, member.state, member.ejection.state, member.available,
                     fleet.sample("tandem_gateway_ejections_total", replica=fleet.addresses[0], reason="outlier"))
 
-    answers, state, breaker, available, ejections = asyncio.run(main())
+    answers, state, ejection, available, ejections = asyncio.run(main())
     assert all(a.usage.completion_tokens == 3 for a in answers)  # every request retried and answered
-    assert state is ReplicaState.ADMITTED and breaker is BreakerState.OPEN and not available
+    assert state is ReplicaState.ADMITTED and ejection is EjectionState.EJECTED and not available
     assert ejections == 1
 
 
-def test_the_breaker_opens_after_consecutive_failures_then_half_opens_with_growing_cooldowns():
+def test_consecutive_failures_eject_then_a_probe_decides_with_doubling_ejections():
     now = [0.0]
-    breaker = CircuitBreaker(failure_threshold=3, cooldown_s=10, clock=lambda: now[0])
-    assert not breaker.record_failure() and not breaker.record_failure()
-    breaker.record_success()  # consecutive only
-    assert [breaker.record_failure() for _ in range(3)] == [False, False, True]
-    assert breaker.state is BreakerState.OPEN and not breaker.allows()
+    ejection = OutlierEjection(failure_threshold=3, ejection_s=10, clock=lambda: now[0])
+    assert not ejection.record_failure() and not ejection.record_failure()
+    ejection.record_success()  # consecutive only
+    assert [ejection.record_failure() for _ in range(3)] == [False, False, True]
+    assert ejection.state is EjectionState.EJECTED and not ejection.allows()
     now[0] = 10.0
-    assert breaker.state is BreakerState.HALF_OPEN and breaker.allows()
-    assert breaker.record_failure()  # one failure while half-open: open again, twice as long
+    assert ejection.state is EjectionState.PROBING and ejection.allows()
+    assert ejection.record_failure()  # the probe failed: ejected again, twice as long
     now[0] = 29.0
-    assert breaker.state is BreakerState.OPEN
+    assert ejection.state is EjectionState.EJECTED
     now[0] = 30.0
-    assert breaker.state is BreakerState.HALF_OPEN
-    breaker.record_success()
-    assert breaker.state is BreakerState.CLOSED and breaker.failures == 0
+    assert ejection.state is EjectionState.PROBING
+    ejection.record_success()
+    assert ejection.state is EjectionState.IN_ROTATION and ejection.failures == 0
 
 
-def test_a_half_open_breaker_lets_one_probe_through_at_a_time():
+def test_a_probing_replica_takes_one_probe_at_a_time():
     now = [0.0]
-    breaker = CircuitBreaker(failure_threshold=1, cooldown_s=10, clock=lambda: now[0])
-    assert not breaker.routed()  # closed: any number of requests, none of them a probe
-    assert breaker.record_failure()
+    ejection = OutlierEjection(failure_threshold=1, ejection_s=10, clock=lambda: now[0])
+    assert not ejection.routed()  # in rotation: any number of requests, none of them a probe
+    assert ejection.record_failure()
     now[0] = 10.0
-    assert breaker.allows() and breaker.routed()  # the probe goes
-    assert not breaker.allows()  # everything else waits for its verdict
-    breaker.probe_finished()  # cancelled by its caller without a verdict: the next request probes
-    assert breaker.allows() and breaker.routed()
-    breaker.record_success()
-    assert breaker.allows() and not breaker.routed() and breaker.allows()
+    assert ejection.allows() and ejection.routed()  # the probe goes
+    assert not ejection.allows()  # everything else waits for its verdict
+    ejection.probe_finished()  # cancelled by its caller without a verdict: the next request probes
+    assert ejection.allows() and ejection.routed()
+    ejection.record_success()
+    assert ejection.allows() and not ejection.routed() and ejection.allows()

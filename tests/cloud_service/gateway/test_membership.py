@@ -10,6 +10,7 @@ import socket
 import pytest
 
 from cloud_service.client import CloudClient
+from cloud_service.config import FrontDoorConfig
 from cloud_service.errors import CloudUnavailableError
 from cloud_service.gateway import GatewayConfig, GatewayServer, GatewaySettings
 from cloud_service.gateway.membership import ReplicaState, resolve
@@ -40,7 +41,8 @@ def test_dns_discovery_admits_every_address_of_the_name_that_answers():
         await replica.start()
         name = f"localhost:{replica.port}"
         settings = GatewaySettings(discovery_dns=name, dns_refresh_s=0.1, **FAST_GATEWAY)
-        gateway = GatewayServer(GatewayConfig(gateway=settings, port=0, tenants=CALLER_TENANTS),
+        front_door = FrontDoorConfig(port=0, tenants=CALLER_TENANTS)
+        gateway = GatewayServer(GatewayConfig(gateway=settings, front_door=front_door),
                                 rng=random.Random(0))
         await gateway.start()
         try:

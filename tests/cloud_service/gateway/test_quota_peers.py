@@ -10,7 +10,7 @@ import grpc
 import pytest
 
 from cloud_service.auth import hash_key
-from cloud_service.config import TenantConfig
+from cloud_service.config import FrontDoorConfig, TenantConfig
 from cloud_service.gateway import GatewayConfig, GatewayServer, GatewaySettings
 from cloud_service.gateway.quota_peers import QuotaPeers
 from cloud_service.quota import Quotas
@@ -82,7 +82,8 @@ def test_a_gateway_with_quota_peers_enforces_its_share_end_to_end() -> None:
         await replica.start()
         settings = GatewaySettings(replicas=(f"127.0.0.1:{replica.port}",), quota_peers_dns="127.0.0.1:9",
                                    **FAST_GATEWAY)
-        gateway = GatewayServer(GatewayConfig(gateway=settings, host="127.0.0.1", port=0, tenants=(tenant,)),
+        front_door = FrontDoorConfig(host="127.0.0.1", port=0, tenants=(tenant,))
+        gateway = GatewayServer(GatewayConfig(gateway=settings, front_door=front_door),
                                 rng=random.Random(0))
         await gateway.start()
         try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import random
+from typing import Any
 
 import pytest
 
@@ -34,16 +35,21 @@ def pki(tmp_path_factory):
     return {name: folder / name for name in files}
 
 
+def _with_tls(config: Any, tls: TlsConfig) -> Any:
+    """A replica's or the gateway's config with TLS on its front door."""
+    return dataclasses.replace(config, front_door=dataclasses.replace(config.front_door, tls=tls))
+
+
 @pytest.mark.parametrize("with_client_cert", [True, False], ids=["mtls", "no-client-cert"])
 def test_tls_to_the_gateway_and_mutual_tls_to_the_replicas(pki, with_client_cert):
     async def main():
-        replica = ReplicaServer(dataclasses.replace(
-            replica_config(), tls=TlsConfig(pki["replica.crt"], pki["replica.key"], pki["ca.crt"])))
+        replica_tls = TlsConfig(pki["replica.crt"], pki["replica.key"], pki["ca.crt"])
+        replica = ReplicaServer(_with_tls(replica_config(), replica_tls))
         await replica.start()
         tls = ReplicaTls(ca=pki["ca.crt"], cert=pki["gateway.crt"] if with_client_cert else None,
                          key=pki["gateway.key"] if with_client_cert else None, server_name="replica.internal")
         config = gateway_config([f"127.0.0.1:{replica.port}"], replica_tls=tls)
-        config = dataclasses.replace(config, tls=TlsConfig(pki["gateway.crt"], pki["gateway.key"]))
+        config = _with_tls(config, TlsConfig(pki["gateway.crt"], pki["gateway.key"]))
         gateway = GatewayServer(config, rng=random.Random(0))
         await gateway.start()
         client_tls = ClientTls(ca=pki["ca.crt"], server_name="gateway.test")

@@ -1,7 +1,7 @@
-"""Admission control: when every replica that could take a request is saturated, the request waits here
-(first come, first served) for one to have room, up to ``max_queue`` waiting and ``queue_timeout_s`` each;
-beyond either it is refused with RESOURCE_EXHAUSTED and a ``retry-after-ms`` estimated from how fast the
-fleet finishes requests.
+"""The gateway's admission queue (load shedding): when every replica that could take a request is saturated,
+the request waits here (first come, first served) for one to have room, up to ``max_queue`` waiting and
+``queue_timeout_s`` each; beyond either it is refused with RESOURCE_EXHAUSTED and a ``retry-after-ms``
+estimated from how fast the fleet finishes requests.
 
 Waiters re-check when a request ends on the gateway and after every load refresh (``notify``). A request
 that can go somewhere never waits behind others for a different model: each waiter checks its own
@@ -16,6 +16,8 @@ import time
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
+from cloud_service.errors import RoutingError
+
 T = TypeVar("T")
 
 RATE_WINDOW_S = 10.0
@@ -24,7 +26,7 @@ MIN_RETRY_AFTER_S = 0.1
 MAX_RETRY_AFTER_S = 30.0
 
 
-class QueueFullError(Exception):
+class QueueFullError(RoutingError):
     """No room now and none in the queue (or the wait ran out); retry after ``retry_after_s``."""
 
     def __init__(self, message: str, retry_after_s: float) -> None:

@@ -1,0 +1,122 @@
+"""The front door's gRPC server, the same for a replica and the gateway.
+
+    listener = Listener(config.front_door, servicer, admission, distribution=config.distribution,
+                        metrics=metrics, log=log)
+    port = await listener.start()      # bind (TLS / mutual TLS), start, /metrics, every service SERVING
+    await listener.drain()             # readiness NOT_SERVING, new calls UNAVAILABLE, in-flight calls finish
+    await listener.stop()
+
+The server runs the auth interceptor (``cloud_service.auth``: API keys -> tenants; health and reflection need
+none), bounds message sizes, and accepts the clients' keepalive pings. Next to the Inference servicer it
+serves ``grpc.health.v1``, reflection, and ModelDistribution when ``distribution`` names bundles. Liveness (the
+"" service) stays SERVING through a drain; readiness (Inference, ModelDistribution) turns NOT_SERVING.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any, Protocol
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+from grpc_reflection.v1alpha import reflection
+
+from cloud_service import keepalive
+from cloud_service.auth import AuthInterceptor, KeyRing
+from cloud_service.config import DistributionConfig
+from cloud_service.front_door.admission import Admission
+from cloud_service.front_door.config import FrontDoorConfig, TlsConfig
+from cloud_service.wire.v1 import distribution_pb2, inference_pb2, inference_pb2_grpc
+
+INFERENCE_SERVICE = inference_pb2.DESCRIPTOR.services_by_name["Inference"].full_name
+DISTRIBUTION_SERVICE = distribution_pb2.DESCRIPTOR.services_by_name["ModelDistribution"].full_name
+HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+DRAIN_POLL_S = 0.05
+TRANSPORT_LIMIT_FACTOR = 2
+"""The servicer refuses requests over limits.max_message_bytes with INVALID_ARGUMENT; the transport's own
+bound (which answers RESOURCE_EXHAUSTED) sits this many times above it as a backstop."""
+
+
+class MetricsEndpoint(Protocol):
+    def serve(self, port: int, host: str = "0.0.0.0") -> int: ...
+
+
+def server_credentials(tls: TlsConfig) -> grpc.ServerCredentials:
+    """The server's certificate and key; with ``client_ca``, clients must present a certificate it signed."""
+    root = tls.client_ca.read_bytes() if tls.client_ca else None
+    return grpc.ssl_server_credentials(
+        [(tls.key.read_bytes(), tls.cert.read_bytes())], root_certificates=root, require_client_auth=root is not None
+    )
+
+
+class Listener:
+    def __init__(self, config: FrontDoorConfig, servicer: inference_pb2_grpc.InferenceServicer,
+                 admission: Admission[Any], *, distribution: DistributionConfig, metrics: MetricsEndpoint,
+                 log: logging.Logger) -> None:
+        self.config = config
+        self.admission = admission
+        self.metrics = metrics
+        self.log = log
+        self.health = health_aio.HealthServicer()
+        self.server = grpc.aio.server(
+            interceptors=[AuthInterceptor(KeyRing(config.tenants) if config.authenticates else None)],
+            options=[
+                ("grpc.max_receive_message_length", TRANSPORT_LIMIT_FACTOR * config.limits.max_message_bytes),
+                ("grpc.max_send_message_length", TRANSPORT_LIMIT_FACTOR * config.limits.max_message_bytes),
+                *keepalive.SERVER_OPTIONS,
+            ],
+        )
+        inference_pb2_grpc.add_InferenceServicer_to_server(servicer, self.server)
+        services = [INFERENCE_SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME]
+        self.readiness = [INFERENCE_SERVICE]
+        """The services whose readiness a drain turns NOT_SERVING."""
+        if distribution.bundles:
+            from cloud_service.distribution.service import serve_catalog
+
+            serve_catalog(self.server, distribution)
+            services.append(DISTRIBUTION_SERVICE)
+            self.readiness.append(DISTRIBUTION_SERVICE)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(services, self.server)
+        self.port = 0
+        self.metrics_port = 0
+
+    async def start(self) -> int:
+        """Bind (with TLS when configured), start serving, open /metrics (when metrics_port is set) and mark
+        every service SERVING; returns the bound port."""
+        address = f"{self.config.host}:{self.config.port}"
+        if self.config.tls is None:
+            self.port = self.server.add_insecure_port(address)
+        else:
+            self.port = self.server.add_secure_port(address, server_credentials(self.config.tls))
+        await self.server.start()
+        if self.config.metrics_port:
+            self.metrics_port = self.metrics.serve(self.config.metrics_port, self.config.host)
+        for service in ("", *self.readiness):
+            await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        return self.port
+
+    async def drain(self, timeout_s: float | None = None) -> bool:
+        """Stop taking work (readiness NOT_SERVING, new Generate calls UNAVAILABLE) and wait for the calls in
+        flight to finish, up to ``timeout_s`` (default drain_timeout_s); True when all finished in time."""
+        timeout_s = self.config.drain_timeout_s if timeout_s is None else timeout_s
+        self.admission.draining = True
+        for service in self.readiness:
+            await self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
+        deadline = time.monotonic() + timeout_s
+        while self.admission.inflight and time.monotonic() < deadline:
+            await asyncio.sleep(DRAIN_POLL_S)
+        left = len(self.admission.inflight)
+        self.log.info("drained", extra={"fields": {"unfinished": left}})
+        return left == 0
+
+    async def stop(self, grace_s: float = 1.0) -> None:
+        """Every service NOT_SERVING, then stop: calls still running get ``grace_s`` before they are cancelled."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace_s)
+
+
+__all__ = ["DISTRIBUTION_SERVICE", "INFERENCE_SERVICE", "Listener", "server_credentials"]
