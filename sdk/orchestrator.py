@@ -24,12 +24,12 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import Protocol
 
+from cloud_service.backoff import backoff_delay
 from edge_runtime.types import GenerationRequest, PrefixTokens, TokenEvent, Usage
 from sdk.backends.cloud import CloudSide
 from sdk.backends.edge import EdgeSide
 from sdk.backends.failure import LinkFailure, SideFailure
 from sdk.backends.stream import SideStream
-from cloud_service.backoff import backoff_delay
 from sdk.breaker import CircuitBreaker
 from sdk.bundle_routing import BundleRouting
 from sdk.decision import CloudHealth, Decision, DeviceHealth, decide
