@@ -20,12 +20,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import grpc
+from typing import TYPE_CHECKING, Any
 
 from cloud_service import keepalive
 from cloud_service.errors import TlsFileError
+
+if TYPE_CHECKING:
+    import grpc
 
 AUTH_METADATA = "authorization"
 """The call metadata key that carries the API key."""
@@ -47,6 +48,8 @@ class ClientTls:
 
     def credentials(self) -> grpc.ChannelCredentials:
         """The channel credentials, reading the PEM files now; TlsFileError names a file that cannot be read."""
+        import grpc
+
         return grpc.ssl_channel_credentials(
             root_certificates=_read("tls.ca", self.ca),
             private_key=_read("tls.key", self.key),
@@ -95,6 +98,8 @@ def open_channel(target: str, tls: ClientTls | None = None, *, options: ChannelO
                  credentials: grpc.ChannelCredentials | None = None) -> grpc.aio.Channel:
     """A ``grpc.aio`` channel to ``target``: plaintext when ``tls`` is None, else TLS (mutual with a client
     certificate). ``credentials`` (from ``tls.credentials()``) saves reading the files again."""
+    import grpc
+
     if tls is None:
         return grpc.aio.insecure_channel(target, options=list(options))
     return grpc.aio.secure_channel(target, credentials or tls.credentials(), options=channel_options(tls, options))
@@ -104,6 +109,8 @@ def open_sync_channel(target: str, tls: ClientTls | None = None, *,
                       options: ChannelOptions = keepalive.CLIENT_OPTIONS,
                       credentials: grpc.ChannelCredentials | None = None) -> grpc.Channel:
     """``open_channel`` for grpc's blocking API."""
+    import grpc
+
     if tls is None:
         return grpc.insecure_channel(target, options=list(options))
     return grpc.secure_channel(target, credentials or tls.credentials(), options=channel_options(tls, options))

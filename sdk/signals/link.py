@@ -21,7 +21,6 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -38,7 +37,7 @@ from sdk.signals.types import CloudLink
 if TYPE_CHECKING:
     import grpc
 
-    from cloud_service.client import ClientTls
+    from cloud_service.channel import ClientTls
 
 DEFAULT_PROBE_INTERVAL_S = 5.0
 DEFAULT_PROBE_TIMEOUT_S = 1.0
@@ -60,15 +59,6 @@ def _check_seconds(field: str, value: object) -> float:
     if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value) or value <= 0:
         raise SignalError(field, f"must be a number of seconds > 0, not {value!r}")
     return float(value)
-
-
-def _read_pem(field: str, path: Path | None) -> bytes | None:
-    if path is None:
-        return None
-    try:
-        return Path(path).read_bytes()
-    except OSError as exc:
-        raise SignalError(field, f"cannot read {path}: {exc.strerror or exc}; pass the PEM file's path") from exc
 
 
 class LinkMonitor:
@@ -94,13 +84,14 @@ class LinkMonitor:
         self.timeout_s = _check_seconds("timeout_s", timeout_s)
         self._tracker = LinkTracker(down_after=down_after, up_after=up_after, rtt_alpha=rtt_alpha)
         from cloud_service.channel import bearer_metadata
+        from cloud_service.errors import TlsFileError
 
         self._metadata = bearer_metadata(api_key)
         self._tls = tls
-        self._pem = (
-            (_read_pem("tls.ca", tls.ca), _read_pem("tls.key", tls.key), _read_pem("tls.cert", tls.cert))
-            if tls is not None else None
-        )
+        try:
+            self._credentials = tls.credentials() if tls is not None else None
+        except TlsFileError as exc:
+            raise SignalError(exc.field, f"cannot read {exc.path}: {exc.reason}; pass the PEM file's path") from exc
         self._channel: grpc.Channel | None = None
         self._check: Any = None
         self._channel_lock = threading.Lock()
@@ -202,8 +193,9 @@ class LinkMonitor:
             if self._closed.is_set():
                 return None
             if self._check is None:
-                import grpc
                 from grpc_health.v1 import health_pb2_grpc
+
+                from cloud_service.channel import open_sync_channel
 
                 backoff_ms = max(MIN_RECONNECT_BACKOFF_MS, int(self.interval_s * 1000))
                 options: list[tuple[str, Any]] = [
@@ -211,15 +203,8 @@ class LinkMonitor:
                     ("grpc.min_reconnect_backoff_ms", MIN_RECONNECT_BACKOFF_MS),
                     ("grpc.max_reconnect_backoff_ms", backoff_ms),
                 ]
-                if self._pem is None:
-                    self._channel = grpc.insecure_channel(self.target, options=options)
-                else:
-                    ca, key, cert = self._pem
-                    credentials = grpc.ssl_channel_credentials(root_certificates=ca, private_key=key,
-                                                               certificate_chain=cert)
-                    if self._tls is not None and self._tls.server_name:
-                        options.append(("grpc.ssl_target_name_override", self._tls.server_name))
-                    self._channel = grpc.secure_channel(self.target, credentials, options=options)
+                self._channel = open_sync_channel(self.target, self._tls, options=options,
+                                                  credentials=self._credentials)
                 self._check = health_pb2_grpc.HealthStub(self._channel).Check
             return self._check
 
