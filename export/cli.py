@@ -9,11 +9,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from export import build_cli, bundle_commands
+from export import build_cli, bundle_commands, pretrained
 from export.calibrate import cli as calibrate_cli
 from export.cli_support import cli_errors, step_progress
 from export.distill import cli as distill_cli
 from export.gguf import cli as gguf_cli
+from export.gguf import import_cli
 from export.onnx import cli as onnx_cli
 from export.tasks import cli as tasks_cli
 
@@ -24,11 +25,13 @@ app = typer.Typer(
 )
 distill_cli.register(app)
 gguf_cli.register(app)
+import_cli.register(app)
 onnx_cli.register(app)
 build_cli.register(app)
 bundle_commands.register(app)
 calibrate_cli.register(app)
 tasks_cli.register(app)
+pretrained.register(app)
 
 
 class Size(enum.StrEnum):

@@ -18,8 +18,16 @@ if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-SUPPORTED_ARCHITECTURES = ("llama", "mistral", "qwen2")
-"""``model_type`` values every export target (GGUF, ONNX) and distillation handle."""
+def _supported() -> tuple[str, ...]:
+    from edge_runtime.backends.gguf import ARCHITECTURES as GGUF
+    from edge_runtime.backends.onnx import ARCHITECTURES as ONNX
+
+    return tuple(sorted(GGUF | ONNX))
+
+
+SUPPORTED_ARCHITECTURES = _supported()
+"""``model_type`` values some export target handles (each target checks its own list again: GGUF
+``export.gguf.architectures``, ONNX ``edge_runtime.backends.onnx.ARCHITECTURES``)."""
 
 
 def _check_safetensors(path: Path) -> None:
@@ -97,6 +105,12 @@ class SourceModel:
         except (OSError, ValueError) as exc:
             raise SourceModelError(f"cannot load the tokenizer of {self.path}: {exc}") from exc
 
+    def _attention(self) -> dict[str, str]:
+        # PyTorch's fused attention has no logit soft-capping, so transformers' "sdpa" path leaves Gemma 2's
+        # out (on the tiny toy Gemma 2: logits 0.48 apart from "eager"); the reference must be the model as
+        # defined, which its eager attention computes.
+        return {"attn_implementation": "eager"} if self.config.get("attn_logit_softcapping") else {}
+
     def load_model(self, dtype: torch.dtype | None = None) -> PreTrainedModel:
         """The model in eval mode, in float32 unless ``dtype`` says otherwise."""
         import torch
@@ -104,7 +118,7 @@ class SourceModel:
 
         try:
             model = AutoModelForCausalLM.from_pretrained(
-                self.path, local_files_only=True, dtype=dtype or torch.float32
+                self.path, local_files_only=True, dtype=dtype or torch.float32, **self._attention()
             )
         except (OSError, ValueError, RuntimeError) as exc:
             raise SourceModelError(f"cannot load the model in {self.path}: {exc}") from exc

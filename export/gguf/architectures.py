@@ -1,32 +1,22 @@
-"""The model families the GGUF converter handles, one declarative entry each.
+"""The model families a GGUF export supports: those llama.cpp's converter handles and the suite verifies end
+to end (tests/export/gguf/test_architectures.py: convert, numerical check, quantize, load, greedy decode).
 
-llama.cpp runs Llama and Mistral as its "llama" architecture, with rotary embeddings on interleaved pairs;
-Hugging Face stores their q/k projections with the pairs split into halves, so those two are permuted back.
-Qwen2 runs with NEOX-style rotary embeddings (halves), as stored: no permutation; it has q/k/v biases.
+The converter itself knows many more (``export.gguf.converter.supported_hf_architectures``); an architecture
+joins this list when a toy model of it passes those tests (add a family to export.toy_models.families).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from edge_runtime.backends.gguf import ARCHITECTURES
+from export.errors import UnsupportedArchitectureError
 
-import gguf
-
-
-@dataclass(frozen=True)
-class GgufArchitecture:
-    model_type: str
-    """The Hugging Face ``model_type``."""
-    gguf_arch: gguf.MODEL_ARCH
-    unpermute_qk: bool
-    """Whether q/k projection rows go back from HF's half-split rotary layout to interleaved pairs."""
-
-    @property
-    def name(self) -> str:
-        return gguf.MODEL_ARCH_NAMES[self.gguf_arch]
+GGUF_ARCHITECTURES: tuple[str, ...] = tuple(sorted(ARCHITECTURES))
+"""Hugging Face ``model_type`` values (the edge runtime loads GGUF bundles of the same ones)."""
 
 
-ARCHITECTURES: dict[str, GgufArchitecture] = {
-    "llama": GgufArchitecture("llama", gguf.MODEL_ARCH.LLAMA, unpermute_qk=True),
-    "mistral": GgufArchitecture("mistral", gguf.MODEL_ARCH.LLAMA, unpermute_qk=True),
-    "qwen2": GgufArchitecture("qwen2", gguf.MODEL_ARCH.QWEN2, unpermute_qk=False),
-}
+def check_gguf_architecture(model_type: str, where: str) -> None:
+    if model_type not in ARCHITECTURES:
+        raise UnsupportedArchitectureError(
+            f"architecture {model_type!r} of {where} is not supported for GGUF; supported: "
+            f"{', '.join(GGUF_ARCHITECTURES)}"
+        )

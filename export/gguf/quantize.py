@@ -12,9 +12,10 @@ import io
 import os
 import sys
 import tempfile
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import gguf
@@ -37,13 +38,40 @@ class TensorTypes:
     """Weight matrices stored outside the quantization's nominal mix, with their actual type."""
     bits_per_weight: float
     weight_bytes: int
+    row_widths: dict[str, int] = field(default_factory=dict)
+    """Substituted tensor -> its row length (llama.cpp's ne[0]), which decides the type it could take."""
+    substituted_share: float = 0.0
+    """Fraction of all weights held by the substituted tensors."""
+
+    def substitution_summary(self, quantization: str) -> str | None:
+        """One readable sentence on the substituted tensors (None when there are none): counts per stored
+        type, why llama.cpp chose them, and how much of the model they hold."""
+        if not self.substituted:
+            return None
+        counts = Counter(self.substituted.values())
+        per_type = ", ".join(f"{n} x {t}" for t, n in sorted(counts.items(), key=lambda item: -item[1]))
+        widths = sorted(set(self.row_widths.values()))
+        misfit = [w for w in widths if w % K_QUANT_BLOCK]
+        reason = (
+            f"their rows ({', '.join(map(str, misfit))} wide) are not a multiple of {K_QUANT_BLOCK}, the block of "
+            "llama.cpp's K-quants, so it fell back to a type whose block fits"
+            if misfit else "llama.cpp's per-tensor rules for this architecture chose them"
+        )
+        return (
+            f"{len(self.substituted)} tensors are stored outside the {quantization} mix ({per_type}): {reason}. "
+            f"They hold {100 * self.substituted_share:.0f} % of the weights; the file averages "
+            f"{self.bits_per_weight:.2f} bits per weight."
+        )
+
+
+K_QUANT_BLOCK = 256
 
 
 def read_tensor_types(model_file: Path, quantization: str | None = None) -> TensorTypes:
     reader = gguf.GGUFReader(model_file)
-    types, substituted = {}, {}
+    types, substituted, widths = {}, {}, {}
     nominal = QUANTIZATIONS[quantization][1] if quantization in QUANTIZATIONS else None
-    n_weights = n_bytes = 0
+    n_weights = n_bytes = n_substituted = 0
     for tensor in reader.tensors:
         type_name = tensor.tensor_type.name
         types[tensor.name] = type_name
@@ -52,7 +80,12 @@ def read_tensor_types(model_file: Path, quantization: str | None = None) -> Tens
         is_matrix = len([d for d in tensor.shape if d > 1]) > 1
         if nominal is not None and is_matrix and type_name not in nominal:
             substituted[tensor.name] = type_name
-    return TensorTypes(types, substituted, bits_per_weight=8 * n_bytes / n_weights, weight_bytes=n_bytes)
+            widths[tensor.name] = int(tensor.shape[0])  # GGUF lists ne[0], the row length, first
+            n_substituted += int(tensor.n_elements)
+    return TensorTypes(
+        types, substituted, bits_per_weight=8 * n_bytes / n_weights, weight_bytes=n_bytes, row_widths=widths,
+        substituted_share=n_substituted / n_weights,
+    )
 
 
 @contextmanager

@@ -18,7 +18,7 @@ from export.errors import SpecError
 from export.onnx.options import Int4Options, check_quantization
 from export.onnx.pipeline import STEPS as ARTIFACT_STEPS
 from export.onnx.pipeline import OnnxArtifact, write_onnx
-from export.quality import Evaluation, GateResult, hf_window_nll
+from export.quality import Evaluation, GateResult, hf_window_logits
 from export.source import SourceModel
 
 if TYPE_CHECKING:
@@ -62,9 +62,9 @@ def build_onnx_bundle(
             from export.onnx.runner import OnnxRunner
 
             windows = evaluation.windows(tokenizer, source.context_length)
-            reference = hf_window_nll(source.load_model())
+            reference = hf_window_logits(source.load_model())
             gate = evaluation.check(
-                f"{quantization} ONNX", windows, reference, OnnxRunner(stage / artifact.model_file).window_nll()
+                f"{quantization} ONNX", windows, reference, OnnxRunner(stage / artifact.model_file).logits
             )
 
         on_step("seal")

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from export.atomic import staged_folder
-from export.errors import SpecError
+from export.errors import SpecError, UnsupportedArchitectureError
 from export.onnx import graph
 from export.onnx.options import (
     INT8_PER_CHANNEL,
@@ -135,6 +135,18 @@ def _int4_options(quantization: str, int4: Int4Options | None) -> Int4Options | 
     return None
 
 
+def check_onnx_architecture(source: SourceModel) -> None:
+    """Refuse a model family the ONNX path has not been verified on (optimum-onnx export, KV-cache graph I/O,
+    edge runtime decode), naming the ones it has."""
+    from edge_runtime.backends.onnx import ARCHITECTURES
+
+    if source.arch not in ARCHITECTURES:
+        raise UnsupportedArchitectureError(
+            f"architecture {source.arch!r} of {source.path} is not supported for ONNX; supported: "
+            f"{', '.join(sorted(ARCHITECTURES))} (GGUF takes more: tandem export gguf)"
+        )
+
+
 def _check_atol(atol: float) -> None:
     if not atol >= 0:
         raise SpecError(f"check_atol={atol} must be >= 0")
@@ -154,6 +166,7 @@ def write_onnx(
     conversion step fails and NumericalMismatchError when the FP32 conversion's logits diverge."""
     int4 = _int4_options(quantization, int4)
     _check_atol(check_atol)
+    check_onnx_architecture(source)
     folder = Path(folder)
     if not folder.is_dir():
         raise SpecError(f"{folder} is not a folder; create it first (or use export_onnx)")

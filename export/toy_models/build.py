@@ -28,8 +28,10 @@ def _model(spec: ToyModelSpec, family: Family, tokenizer: PreTrainedTokenizerFas
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
+    head_dim = spec.hidden_size // spec.num_heads
     config = AutoConfig.for_model(
         family.arch,
+        head_dim=head_dim,
         vocab_size=len(tokenizer),
         hidden_size=spec.hidden_size,
         intermediate_size=spec.intermediate_size,
@@ -43,6 +45,7 @@ def _model(spec: ToyModelSpec, family: Family, tokenizer: PreTrainedTokenizerFas
         pad_token_id=tokenizer.pad_token_id,
         dtype=spec.dtype,
         **family.config_fields,
+        **family.sized_fields(head_dim),
     )
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     # Our own initialisation, in a fixed order from one seeded generator: the bytes depend on the spec,

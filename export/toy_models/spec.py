@@ -12,7 +12,7 @@ from export.toy_models.families import FAMILIES
 DTYPES = ("float32", "float16", "bfloat16")
 
 # Bump when the factory's output changes for an unchanged spec, so that caches rebuild.
-FACTORY_VERSION = 1
+FACTORY_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,7 @@ class ToyModelSpec:
     """
 
     arch: str = "llama"
-    """Architecture family: one of `export.toy_models.FAMILIES` ("llama", "qwen2")."""
+    """Architecture family: a key of `export.toy_models.FAMILIES` ("llama", "qwen2", "gemma3_text"...)."""
     hidden_size: int = 64
     num_layers: int = 2
     num_heads: int = 4
@@ -71,7 +71,7 @@ class ToyModelSpec:
     @classmethod
     def tiny(cls, arch: str = "llama", seed: int = 0) -> ToyModelSpec:
         """A model that builds in about a second: for tests and the smoke demo."""
-        return cls(arch=arch, seed=seed)
+        return cls(arch=arch, num_layers=FAMILIES[arch].tiny_layers if arch in FAMILIES else 2, seed=seed)
 
     @classmethod
     def bench(cls, arch: str = "llama", seed: int = 0) -> ToyModelSpec:

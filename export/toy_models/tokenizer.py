@@ -40,26 +40,35 @@ def _sentencepiece(spec: ToyModelSpec, family: Family, folder: Path) -> PreTrain
         pad_id=-1,
         normalization_rule_name="identity",
         remove_extra_whitespaces=False,
+        add_dummy_prefix=family.prefix_space,
         allow_whitespace_only_pieces=True,
         num_threads=1,  # one thread: the same corpus always gives the same model
         minloglevel=2,
     )
     path = folder / "tokenizer.model"
     path.write_bytes(model.getvalue())
-    return LlamaTokenizerFast(
+    tokenizer = LlamaTokenizerFast(
         vocab_file=str(path),
         bos_token=family.bos_token,
-        eos_token=family.eos_token,
+        eos_token=family.eos_token if family.eos_token in _SENTENCEPIECE_SPECIALS else "</s>",
         unk_token="<unk>",
         pad_token=family.pad_token,
         add_bos_token=True,
         legacy=False,
-        add_prefix_space=True,  # as SentencePiece does (its add_dummy_prefix)
+        add_prefix_space=family.prefix_space,  # as SentencePiece does (its add_dummy_prefix)
         chat_template=family.chat_template,
         model_max_length=spec.max_position_embeddings,
         clean_up_tokenization_spaces=False,
         model_input_names=["input_ids", "attention_mask"],
     )
+    if family.added_tokens:
+        # After the SentencePiece vocabulary, as Phi-3 appends its chat tokens at ids 32000 and up.
+        tokenizer.add_special_tokens({"additional_special_tokens": list(family.added_tokens)})
+        tokenizer.eos_token = family.eos_token
+    return tokenizer
+
+
+_SENTENCEPIECE_SPECIALS = ("<unk>", "<s>", "</s>")
 
 
 def _byte_level_bpe(spec: ToyModelSpec, family: Family, folder: Path) -> PreTrainedTokenizerFast:

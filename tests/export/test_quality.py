@@ -68,3 +68,47 @@ def test_default_gates_and_bad_settings() -> None:
         QualityGate(-1.0)
     with pytest.raises(SpecError, match="shorter than two tokens"):
         eval_windows([1], 8)
+
+
+def test_compare_reports_kl_and_top1_from_the_logits() -> None:
+    import numpy as np
+
+    from export.quality import compare
+
+    rng = np.random.default_rng(0)
+    source = rng.standard_normal((6, 50)).astype(np.float32) * 3
+    candidate = source + rng.standard_normal((6, 50)).astype(np.float32) * 0.5
+    window = [1, 2, 3, 4, 5, 6]
+    same = compare([window], lambda w: source, lambda w: source)
+    assert same.kl_divergence == pytest.approx(0.0, abs=1e-7) and same.top1_agreement == 1.0
+    assert same.source.value == pytest.approx(same.candidate.value)
+    other = compare([window], lambda w: source, lambda w: candidate)
+
+    def log_softmax(x):
+        x = x.astype(np.float64) - x.max(axis=-1, keepdims=True)
+        return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
+
+    p, q = log_softmax(source[:5]), log_softmax(candidate[:5])
+    assert other.kl_divergence == pytest.approx(float((np.exp(p) * (p - q)).sum(axis=-1).mean()), rel=1e-5)
+    assert other.top1_agreement == pytest.approx(float((p.argmax(-1) == q.argmax(-1)).mean()))
+    assert other.candidate.tokens == 5
+
+
+def test_the_gate_can_bound_kl_and_top1() -> None:
+    import numpy as np
+
+    from export.errors import QualityGateError
+    from export.quality import Evaluation, QualityGate
+
+    source = np.eye(8, dtype=np.float32) * 5
+    candidate = np.roll(source, 1, axis=1)  # every position ranks another token first
+    windows = [list(range(8))]
+    loose = Evaluation("", QualityGate(1e9))
+    result = loose.check("x", windows, lambda w: source, lambda w: candidate)
+    assert result.top1_agreement == 0.0 and result.kl_divergence > 1 and result.windows == 1
+    with pytest.raises(QualityGateError, match="KL divergence .*--max-kl"):
+        Evaluation("", QualityGate(1e9, max_kl=0.5)).check("x", windows, lambda w: source, lambda w: candidate)
+    with pytest.raises(QualityGateError, match="top token agrees .*--min-top1"):
+        Evaluation("", QualityGate(1e9, min_top1=0.5)).check("x", windows, lambda w: source, lambda w: candidate)
+    with pytest.raises(SpecError, match="--min-top1"):
+        QualityGate(1.0, min_top1=2.0)

@@ -29,8 +29,17 @@ def test_an_unsupported_architecture_is_refused_by_name(tmp_path, tiny_llama) ->
     config = json.loads((folder / "config.json").read_text())
     (folder / "config.json").write_text(json.dumps({**config, "model_type": "gpt2"}))
 
-    with pytest.raises(UnsupportedArchitectureError, match=r"'gpt2'.*supported: llama, mistral, qwen2"):
+    with pytest.raises(UnsupportedArchitectureError, match=r"'gpt2'.*supported: gemma2, .*qwen2"):
         SourceModel.open(folder)
+
+
+def test_a_family_only_gguf_supports_is_refused_for_onnx_by_name(tmp_path, toy_cache) -> None:
+    from export.onnx.pipeline import write_onnx
+    from export.toy_models import ToyModelSpec, cached_toy_model
+
+    source = SourceModel.open(cached_toy_model(ToyModelSpec.tiny("gemma2"), toy_cache))
+    with pytest.raises(UnsupportedArchitectureError, match=r"'gemma2'.*for ONNX; supported: llama, mistral, qwen2"):
+        write_onnx(source, tmp_path)
 
 
 def test_an_existing_output_folder_is_refused_before_any_work(tmp_path, tiny_llama) -> None:
