@@ -53,9 +53,8 @@ WindowLogits = Callable[[Sequence[int]], np.ndarray]
 
 DEFAULT_WINDOW = 256
 DEFAULT_MAX_WINDOWS = 16
-"""The evaluation scores at most this many windows (4,096 tokens) unless asked for a full run (--full-eval):
-enough for the gate's figures to settle to about 1 % of a perplexity change on the 135M pretrained model
-(BENCHMARKS.md, "Export"), while a 1-3B model's export is not dominated by scoring."""
+"""The evaluation scores at most this many windows (4,096 tokens) unless asked for a full run (--full-eval), so
+that scoring does not dominate the export of a 1-3B model."""
 
 
 def eval_windows(token_ids: Sequence[int], window: int, max_windows: int | None = None) -> list[list[int]]:
