@@ -8,7 +8,7 @@ config fields. Adding a family means adding an entry here, not branching in the 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 # Split patterns of the public Llama 3 and Qwen2 tokenizers (they differ in how digits are grouped).
@@ -97,24 +97,26 @@ def _gemma_attention(head_dim: int) -> dict[str, Any]:
 _SENTENCEPIECE_TOKENS = ("<unk>", "<s>", "</s>")
 _QWEN_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
 
-FAMILIES: dict[str, Family] = {
-    "llama": Family(
-        arch="llama",
-        tokenizer_kind="bpe",
-        split_pattern=_LLAMA3_SPLIT,
-        special_tokens=(
-            "<|begin_of_text|>",
-            "<|end_of_text|>",
-            "<|start_header_id|>",
-            "<|end_header_id|>",
-            "<|eot_id|>",
-        ),
-        bos_token="<|begin_of_text|>",
-        eos_token="<|eot_id|>",
-        pad_token="<|end_of_text|>",
-        chat_template=_LLAMA3_TEMPLATE,
-        config_fields={"rope_theta": 500000.0, "rms_norm_eps": 1e-5, "attention_bias": False},
+_LLAMA = Family(
+    arch="llama",
+    tokenizer_kind="bpe",
+    split_pattern=_LLAMA3_SPLIT,
+    special_tokens=(
+        "<|begin_of_text|>",
+        "<|end_of_text|>",
+        "<|start_header_id|>",
+        "<|end_header_id|>",
+        "<|eot_id|>",
     ),
+    bos_token="<|begin_of_text|>",
+    eos_token="<|eot_id|>",
+    pad_token="<|end_of_text|>",
+    chat_template=_LLAMA3_TEMPLATE,
+    config_fields={"rope_theta": 500000.0, "rms_norm_eps": 1e-5, "attention_bias": False},
+)
+
+FAMILIES: dict[str, Family] = {
+    "llama": _LLAMA,
     "qwen2": Family(
         arch="qwen2",
         tokenizer_kind="bpe",
@@ -138,25 +140,10 @@ FAMILIES: dict[str, Family] = {
         config_fields={"rope_theta": 10000.0, "rms_norm_eps": 1e-5, "sliding_window": None},
     ),
     # Llama 3.1/3.2: the same layout with "llama3" rotary scaling (llama.cpp stores it as a rope_freqs tensor).
-    "llama3": Family(
-        arch="llama",
-        tokenizer_kind="bpe",
-        split_pattern=_LLAMA3_SPLIT,
-        special_tokens=(
-            "<|begin_of_text|>",
-            "<|end_of_text|>",
-            "<|start_header_id|>",
-            "<|end_header_id|>",
-            "<|eot_id|>",
-        ),
-        bos_token="<|begin_of_text|>",
-        eos_token="<|eot_id|>",
-        pad_token="<|end_of_text|>",
-        chat_template=_LLAMA3_TEMPLATE,
+    "llama3": replace(
+        _LLAMA,
         config_fields={
-            "rope_theta": 500000.0,
-            "rms_norm_eps": 1e-5,
-            "attention_bias": False,
+            **_LLAMA.config_fields,
             "rope_scaling": {
                 "rope_type": "llama3",
                 "factor": 32.0,
