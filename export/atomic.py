@@ -64,3 +64,23 @@ def staged_folder(out: str | os.PathLike[str], *, overwrite: bool = False) -> It
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
+
+
+@contextmanager
+def exclusive_lock(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Hold an exclusive lock on the file ``path`` (created, with its folder) for the block, so one process at a
+    time fills a shared cache; the others wait, then find it filled. Where ``fcntl`` is missing (Windows) the
+    atomic renames alone keep the cache whole."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    lock = Path(path)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with lock.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

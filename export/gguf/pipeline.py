@@ -115,7 +115,8 @@ def build_gguf_bundle(
         if evaluation is not None:
             windows = evaluation.windows(tokenizer, source.context_length)
             with GgufScorer(model_file, n_ctx=max(map(len, windows))) as scorer:
-                gate = evaluation.check(f"{quantization} GGUF", windows, hf_window_logits(reference), scorer.logits)
+                gate = evaluation.check(f"{quantization} GGUF", windows, hf_window_logits(reference),
+                                        scorer.logits_view)
 
         on_step("seal")
         copy_tokenizer_files(source.path, stage)

@@ -18,9 +18,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import gguf
-
 from export.errors import ConversionError, SpecError
+from export.gguf.tensor_info import read_tensor_infos
 
 # quantization -> (llama.cpp file type, tensor types its nominal mix uses)
 QUANTIZATIONS: dict[str, tuple[str, frozenset[str]]] = {
@@ -68,20 +67,18 @@ K_QUANT_BLOCK = 256
 
 
 def read_tensor_types(model_file: Path, quantization: str | None = None) -> TensorTypes:
-    reader = gguf.GGUFReader(model_file)
+    """The types ``model_file`` stores, with the weight matrices outside ``quantization``'s nominal mix."""
     types, substituted, widths = {}, {}, {}
     nominal = QUANTIZATIONS[quantization][1] if quantization in QUANTIZATIONS else None
     n_weights = n_bytes = n_substituted = 0
-    for tensor in reader.tensors:
-        type_name = tensor.tensor_type.name
-        types[tensor.name] = type_name
-        n_weights += int(tensor.n_elements)
-        n_bytes += int(tensor.n_bytes)
-        is_matrix = len([d for d in tensor.shape if d > 1]) > 1
-        if nominal is not None and is_matrix and type_name not in nominal:
-            substituted[tensor.name] = type_name
-            widths[tensor.name] = int(tensor.shape[0])  # GGUF lists ne[0], the row length, first
-            n_substituted += int(tensor.n_elements)
+    for tensor in read_tensor_infos(model_file):
+        types[tensor.name] = tensor.type_name
+        n_weights += tensor.n_elements
+        n_bytes += tensor.n_bytes
+        if nominal is not None and sum(d > 1 for d in tensor.shape) > 1 and tensor.type_name not in nominal:
+            substituted[tensor.name] = tensor.type_name
+            widths[tensor.name] = tensor.shape[0]  # GGUF lists ne[0], the row length, first
+            n_substituted += tensor.n_elements
     return TensorTypes(
         types, substituted, bits_per_weight=8 * n_bytes / n_weights, weight_bytes=n_bytes, row_widths=widths,
         substituted_share=n_substituted / n_weights,

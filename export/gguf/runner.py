@@ -34,9 +34,14 @@ class GgufScorer:
 
     def logits(self, token_ids: Sequence[int]) -> np.ndarray:
         """(len, vocab) float32 logits of one sequence, evaluated from an empty cache."""
+        return self.logits_view(token_ids).copy()
+
+    def logits_view(self, token_ids: Sequence[int]) -> np.ndarray:
+        """``logits`` without the copy: a view of llama.cpp's buffer, valid until the next call (a window's
+        logits are hundreds of megabytes on a large vocabulary; the evaluation reads each once)."""
         self._llama.reset()
         self._llama.eval(list(token_ids))
-        return np.array(self._llama.scores[: len(token_ids)], dtype=np.float32)
+        return np.asarray(self._llama.scores[: len(token_ids)], dtype=np.float32)
 
     def window_nll(self) -> WindowNll:
         return lambda window: nll_from_logits(self.logits(window), window)

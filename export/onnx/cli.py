@@ -15,8 +15,12 @@ from rich.table import Table
 
 from export.cli_support import (
     EVAL_DATA_HELP,
+    FULL_EVAL_HELP,
     GATE_HELP,
+    MAX_KL_HELP,
+    MIN_TOP1_HELP,
     SIGNING_KEY_HELP,
+    add_gate_rows,
     cli_errors,
     load_evaluation,
     step_progress,
@@ -47,11 +51,29 @@ def onnx_command(
         None, "--symmetric/--asymmetric", help="INT4: symmetric blocks (no zero points) or asymmetric (the default)."
     ),
     accuracy_level: int | None = typer.Option(
-        None, help="INT4: MatMulNBits accuracy_level 0-4 (4: int8 activations, faster on CPU); unset by default."
+        None, help="INT4: MatMulNBits accuracy_level 0-4 (0: unset, 4: int8 activations, fast on CPU) [default: 4]."
+    ),
+    int4_algorithm: str | None = typer.Option(
+        None, help="INT4: how the layers' 4-bit blocks are chosen: rtn, k_quant or hqq [default: rtn]."
+    ),
+    zero_points: str | None = typer.Option(
+        None, help="INT4, rtn: offset (integer zero point + per-block offset), float or integer [default: offset]."
+    ),
+    scale_type: str | None = typer.Option(
+        None, help="INT4: type of the block scales: float16 or float32 [default: float16]."
+    ),
+    head_bits: int | None = typer.Option(
+        None, help="INT4: bits of the LM head and the tied embedding it shares: 4 or 8 [default: 8]."
+    ),
+    head_block_size: int | None = typer.Option(
+        None, help="INT4: block size of the LM head, a power of two >= 16 [default: 64 at 8 bits, else --block-size]."
     ),
     signing_key: str = typer.Option(..., envvar="TANDEM_SIGNING_KEY", help=SIGNING_KEY_HELP),
     eval_data: Path = typer.Option(None, help=EVAL_DATA_HELP),
     max_increase_pct: float = typer.Option(None, help=GATE_HELP),
+    max_kl: float = typer.Option(None, help=MAX_KL_HELP),
+    min_top1: float = typer.Option(None, help=MIN_TOP1_HELP),
+    full_eval: bool = typer.Option(False, "--full-eval", help=FULL_EVAL_HELP),
     name: str = typer.Option(None, help="Bundle name [default: the folder name]."),
     overwrite: bool = typer.Option(False, help="Replace an existing folder (atomically)."),
 ) -> None:
@@ -64,22 +86,28 @@ def onnx_command(
         from export.signing_keys import load_private_key
         from export.source import SourceModel
 
-        given = {"--block-size": block_size, "--symmetric/--asymmetric": symmetric, "--accuracy-level": accuracy_level}
+        given = {
+            "--block-size": ("block_size", block_size),
+            "--symmetric/--asymmetric": ("symmetric", symmetric),
+            "--accuracy-level": ("accuracy_level", accuracy_level),
+            "--int4-algorithm": ("algorithm", int4_algorithm),
+            "--zero-points": ("zero_points", zero_points),
+            "--scale-type": ("scale_type", scale_type),
+            "--head-bits": ("head_bits", head_bits),
+            "--head-block-size": ("head_block_size", head_block_size),
+        }
         int4 = None
         if quantization is QuantizationChoice.int4:
-            defaults = Int4Options()
-            int4 = Int4Options(
-                block_size=defaults.block_size if block_size is None else block_size,
-                symmetric=defaults.symmetric if symmetric is None else symmetric,
-                accuracy_level=accuracy_level,
-            )
-        elif any(value is not None for value in given.values()):
-            options = ", ".join(name for name, value in given.items() if value is not None)
+            int4 = Int4Options(**{field: value for field, value in given.values() if value is not None})
+        elif any(value is not None for _, value in given.values()):
+            options = ", ".join(name for name, (_, value) in given.items() if value is not None)
             raise SpecError(f"{options}: INT4 options, they need --quantization int4 (not {quantization.value})")
 
         key = load_private_key(signing_key)
         source = SourceModel.open(model_dir)
-        evaluation = load_evaluation(eval_data, max_increase_pct, quantization.value)
+        evaluation = load_evaluation(
+            eval_data, max_increase_pct, quantization.value, max_kl=max_kl, min_top1=min_top1, full=full_eval
+        )
         with step_progress() as progress:
             task = progress.add_task("starting", total=len(STEPS))
 
@@ -110,10 +138,13 @@ def onnx_command(
         table.add_row(
             "KV cache", f"{kv['num_layers']} layers x {kv['num_kv_heads']} heads x {kv['head_dim']}, {kv['dtype']}"
         )
+        if artifact.int4 is not None:
+            o = artifact.int4
+            table.add_row("int4", f"{o.algorithm}, block {o.block_size}, zero points {o.zero_points or 'none'}, "
+                          f"{o.scale_type} scales, head {o.head_bits}-bit block {o.head_block_size}, "
+                          f"accuracy_level {o.accuracy_level}")
         if bundle.gate:
-            gate = bundle.gate
-            table.add_row("perplexity (source -> bundle)", f"{gate.source_perplexity:.4g} -> {gate.perplexity:.4g} "
-                          f"({gate.delta_pct:+.2f} %, gate {gate.max_increase_pct:g} %)")
+            add_gate_rows(table, bundle.gate)
         if artifact.tied_embeddings:
             table.add_row("tied embeddings", "stored once" if artifact.quantization != "int8" else "two int8 copies")
         Console().print(table)

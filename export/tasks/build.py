@@ -29,7 +29,6 @@ spec gives the same weights on one machine under any load.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -40,7 +39,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from export.atomic import staged_folder
+from export.atomic import exclusive_lock, staged_folder
 from export.errors import SpecError, TaskBuildError
 from export.tasks.families import FAMILIES, LEVELS
 from export.tasks.models import ModelShape
@@ -261,18 +260,6 @@ def _torch_threads(count: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-@contextmanager
-def _build_lock(root: Path) -> Iterator[None]:
-    """One builder per cache folder at a time; the others wait, then find the parts built."""
-    root.parent.mkdir(parents=True, exist_ok=True)
-    with open(root.with_name(root.name + LOCK_SUFFIX), "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def _write_atomic(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.partial")
@@ -472,7 +459,7 @@ def ensure_task_models(
     report_path = root / REPORT_FILE
     if report_path.is_file():
         return _models(root, spec, json.loads(report_path.read_text()))
-    with _build_lock(root), _torch_threads(TRAINING_THREADS):
+    with exclusive_lock(root.with_name(root.name + LOCK_SUFFIX)), _torch_threads(TRAINING_THREADS):
         if report_path.is_file():  # another process finished it while we waited
             return _models(root, spec, json.loads(report_path.read_text()))
         started = time.perf_counter()

@@ -92,7 +92,10 @@ keep_layers = [1]
 
 
 def test_a_failing_target_leaves_no_output(workspace: Path) -> None:
-    recipe = _write(workspace, BASE.replace("int4 = 50.0", "int4 = 0.0") + TARGETS, "strict.toml")
+    # The int4 defaults do not raise this toy's perplexity (a 0 % gate let them through), so the failing target asks
+    # for a lossier mix through the recipe's INT4 options: a 4-bit head and integer zero points.
+    lossy = TARGETS.replace("block_size = 16", 'block_size = 16\nhead_bits = 4\nzero_points = "integer"')
+    recipe = _write(workspace, BASE.replace("int4 = 50.0", "int4 = 0.0") + lossy, "strict.toml")
     key = load_private_key(workspace / "team.key")
     out = workspace / "strict-out"
     with pytest.raises(QualityGateError, match="int4 ONNX: perplexity"):

@@ -23,15 +23,6 @@ MODEL = "toy"
 
 
 @pytest.fixture(scope="session")
-def public_key_file(tmp_path_factory, signing_key) -> Path:
-    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-
-    path = tmp_path_factory.mktemp("sdk-keys") / "tandem.pub"
-    path.write_bytes(signing_key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo))
-    return path
-
-
-@pytest.fixture(scope="session")
 def device_bundle(bundles) -> Path:
     """The toy Llama as a signed F32 GGUF bundle: greedy output equals the cloud engine's on the same model."""
     return bundles("llama", "gguf", "f32")

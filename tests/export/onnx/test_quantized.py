@@ -80,19 +80,24 @@ def test_int4_quantizes_every_matmul_and_stores_the_tied_embedding_once(arch, on
 
     assert artifact.int4 == Int4Options()
     assert types["model.layers.1.mlp.up_proj.weight_Q4"] == "uint8 (MatMulNBits q4 block 32)"
-    assert types["lm_head.weight_Q4"] == "uint8 (MatMulNBits q4 block 32; GatherBlockQuantized q4 block 32 via Reshape)"
+    assert types["model.layers.1.mlp.up_proj.weight_scales"] == "float16 (MatMulNBits scales)"
+    # The LM head at 8 bits, and the tied embedding reads the very same bytes.
+    assert types["lm_head.weight_Q8"] == "uint8 (MatMulNBits q8 block 64; GatherBlockQuantized q8 block 64 via Reshape)"
     assert not [name for name in types if name.startswith(("model.embed_tokens", "lm_head.weight")) and "float" in
                 types[name].split()[0] and "scales" not in types[name]]
     float_weights = [name for name, kind in types.items() if kind == "float32" and "norm" not in name]
     assert all(name.endswith("bias") for name in float_weights)  # qwen2's q/k/v biases stay float32
-    # 4 bits + a float32 scale and a 4-bit zero point per block of 32: about 0.32x of F16.
-    assert 0.30 < artifact.size_ratio_vs_f16 < 0.36
+    # Layers: 4 bits + a float16 scale, a 4-bit zero point and an int8 offset per block of 32 (4.875 bits); the
+    # head/embedding 8 bits + a float16 scale per 64 (8.25 bits). A third of these tiny models is the embedding
+    # table, so they land above the 0.36 budget, which holds where layers dominate (test_bench_size: 0.336;
+    # SmolLM2-135M: 0.352).
+    assert 0.33 < artifact.size_ratio_vs_f16 < 0.42
     assert artifact.opsets == {"ai.onnx": 18, "com.microsoft": 1}
 
 
 @pytest.mark.parametrize(
     "options",
-    [Int4Options(block_size=16, symmetric=True), Int4Options(block_size=128, accuracy_level=4)],
+    [Int4Options(block_size=16, symmetric=True), Int4Options(block_size=128, head_block_size=128, accuracy_level=4)],
     ids=["block16-symmetric", "block128-accuracy4"],
 )
 def test_int4_options_reach_the_graph(options, onnx_artifact) -> None:
