@@ -10,6 +10,7 @@ found the Python reader is used.
 from __future__ import annotations
 
 import ctypes
+import math
 import sys
 from dataclasses import dataclass
 from functools import cache
@@ -31,10 +32,7 @@ class TensorInfo:
 
     @property
     def n_elements(self) -> int:
-        count = 1
-        for size in self.shape:
-            count *= size
-        return count
+        return math.prod(self.shape)
 
 
 class _InitParams(ctypes.Structure):
