@@ -42,7 +42,7 @@ def onnx_command(
     out_dir: Path = typer.Argument(..., help="Bundle folder to create; it must not exist unless --overwrite."),
     quantization: QuantizationChoice = typer.Option(
         QuantizationChoice.fp32, "--quantization", "-q",
-        help="fp32 (checked against the source), int8 (dynamic, per channel) or int4 (block-wise MatMulNBits).",
+        help="fp32 (checked against the source), int8 or int4 (weight-only MatMulNBits blocks).",
     ),
     block_size: int | None = typer.Option(
         None, help="INT4: weights per quantization block, a power of two >= 16 (default 32)."
@@ -143,10 +143,14 @@ def onnx_command(
             table.add_row("int4", f"{o.algorithm}, block {o.block_size}, zero points {o.zero_points or 'none'}, "
                           f"{o.scale_type} scales, head {o.head_bits}-bit block {o.head_block_size}, "
                           f"accuracy_level {o.accuracy_level}")
+        if artifact.int8 is not None:
+            o8 = artifact.int8
+            table.add_row("int8", f"symmetric, block {o8.block_size}, {o8.scale_type} scales, "
+                          f"accuracy_level {o8.accuracy_level}")
         if bundle.gate:
             add_gate_rows(table, bundle.gate)
         if artifact.tied_embeddings:
-            table.add_row("tied embeddings", "stored once" if artifact.quantization != "int8" else "two int8 copies")
+            table.add_row("tied embeddings", "stored once")
         Console().print(table)
 
 

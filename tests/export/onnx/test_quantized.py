@@ -10,7 +10,7 @@ import pytest
 from export.onnx import Int4Options, OnnxRunner, onnx_perplexity
 from export.quality import CHECK_PROMPTS, QualityGate, eval_windows, hf_window_nll, perplexity
 
-QUANTIZED = [("llama", "int8"), ("llama", "int4"), ("qwen2", "int4")]
+QUANTIZED = [("llama", "int8"), ("qwen2", "int8"), ("llama", "int4"), ("qwen2", "int4")]
 
 
 def _full_sequence_greedy(runner: OnnxRunner, ids: list[int], count: int) -> list[int]:
@@ -34,43 +34,10 @@ def test_quantized_artifacts_are_smaller_and_decode_with_the_kv_cache(
     assert (artifact.path / "model.onnx").stat().st_size < (fp32.path / "model.onnx").stat().st_size
     logits = runner.logits(ids)
     assert logits.shape == (len(ids), artifact.io["vocab_size"]) and np.isfinite(logits).all()
-    cached, recomputed = runner.greedy(ids, 8), _full_sequence_greedy(runner, ids, 8)
-    if quantization == "int4":
-        # Weight-only: the cache path (prompt, then one token at a time) computes what a full recompute does.
-        assert cached == recomputed
-    else:
-        # Dynamic INT8 quantizes activations per tensor, whose range depends on how many tokens a step
-        # feeds: on these chaotic random models the two paths agree on the prompt's next token only.
-        assert cached[0] == recomputed[0] and len(cached) == 8
+    # Weight-only (MatMulNBits quantizes activations per token and block inside the kernel): the cache path
+    # (prompt, then one token at a time) computes what a full recompute does.
+    assert runner.greedy(ids, 8) == _full_sequence_greedy(runner, ids, 8)
     assert artifact.check.conversion_max_diff < 1e-3  # the FP32 conversion it was made from was checked
-
-
-def test_int8_weights_are_int8_per_channel(onnx_artifact) -> None:
-    artifact = onnx_artifact("llama", "int8")
-    types = artifact.tensor_types
-
-    assert types["model.layers.0.mlp.down_proj.weight_quantized"] == "int8 (MatMulInteger int8 weight, per channel)"
-    assert types["lm_head.weight_quantized"].startswith("int8 (MatMulInteger")
-    assert types["model.embed_tokens.weight_quantized"].startswith("uint8 (embedding, int8 per tensor")
-    assert artifact.size_ratio_vs_f16 < 0.75
-    assert artifact.manifest_extra()["onnx"]["quantization"] == {
-        "type": "int8", "method": "onnxruntime dynamic (MatMulInteger)", "per_channel": True, "reduce_range": True
-    }
-
-
-def test_int8_weights_fit_the_kernel_every_x86_cpu_runs_exactly(onnx_artifact) -> None:
-    """Without VNNI, ONNX Runtime's u8 x s8 kernel sums pairs of products in int16: with weights in [-64, 64]
-    a pair is at most 2 * 255 * 64 = 32640 and never saturates, so every CPU computes the same integers."""
-    import onnx
-    from onnx import numpy_helper
-
-    model = onnx.load(onnx_artifact("llama", "int8").path / "model.onnx")
-    weights = {init.name: init for init in model.graph.initializer}
-    quantized = [node.input[1] for node in model.graph.node if node.op_type == "MatMulInteger"]
-    assert quantized
-    for name in quantized:
-        values = numpy_helper.to_array(weights[name])
-        assert values.dtype == np.int8 and int(values.min()) >= -64 and int(values.max()) <= 64, name
 
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2"])
