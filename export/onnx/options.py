@@ -19,8 +19,23 @@ LOGITS_ATOL = 1e-3
 INT8_BITS = 8
 NBITS_METHOD = "onnxruntime MatMulNBits / GatherBlockQuantized"
 """The manifest's name for INT8's and INT4's weight-only blocks."""
-INT8_SCALE_TYPES = ("float16", "float32")
-"""Type of the INT8 block scales (see SCALE_TYPES)."""
+
+
+def _flag(flag: str) -> str:
+    return f" ({flag})" if flag else ""
+
+
+def _check_block_size(name: str, size: object, flag: str = "") -> None:
+    if isinstance(size, bool) or not isinstance(size, int) or size < 16 or size & (size - 1):
+        raise SpecError(f"{name}={size!r}{_flag(flag)} must be a power of two of at least 16, e.g. 32 or 128")
+
+
+def _check_accuracy_level(level: object, flag: str = "") -> None:
+    if level is not None and (isinstance(level, bool) or level not in ACCURACY_LEVELS):
+        raise SpecError(
+            f"accuracy_level={level!r}{_flag(flag)} must be one of {', '.join(map(str, ACCURACY_LEVELS))} "
+            "(0: unset, 1: fp32, 2: fp16, 3: bf16, 4: int8) or unset"
+        )
 
 
 def check_quantization(quantization: str) -> None:
@@ -104,22 +119,12 @@ class Int4Options:
     shares the head's blocks when the hidden size is a multiple of it, else gets its own 4-bit table."""
 
     def __post_init__(self) -> None:
-        for field_name, flag in (("block_size", "--block-size"), ("head_block_size", "--head-block-size")):
-            size = getattr(self, field_name)
-            if size is None and field_name == "head_block_size":
-                continue
-            if isinstance(size, bool) or not isinstance(size, int) or size < 16 or size & (size - 1):
-                raise SpecError(
-                    f"{field_name}={size!r} ({flag}) must be a power of two of at least 16, e.g. 32 or 128"
-                )
+        _check_block_size("block_size", self.block_size, "--block-size")
+        if self.head_block_size is not None:
+            _check_block_size("head_block_size", self.head_block_size, "--head-block-size")
         if not isinstance(self.symmetric, bool):
             raise SpecError(f"symmetric={self.symmetric!r} (--symmetric/--asymmetric) must be true or false")
-        level = self.accuracy_level
-        if level is not None and (isinstance(level, bool) or level not in ACCURACY_LEVELS):
-            raise SpecError(
-                f"accuracy_level={level!r} (--accuracy-level) must be one of "
-                f"{', '.join(map(str, ACCURACY_LEVELS))} (0: unset, 1: fp32, 2: fp16, 3: bf16, 4: int8) or unset"
-            )
+        _check_accuracy_level(self.accuracy_level, "--accuracy-level")
         if not isinstance(self.quantize_embeddings, bool):
             raise SpecError(f"quantize_embeddings={self.quantize_embeddings!r} must be true or false")
         if self.algorithm == "gptq":
@@ -218,23 +223,16 @@ class Int8Options:
     accuracy_level: int | None = 4
     """MatMulNBits compute precision of the activations (see ACCURACY_LEVELS); None leaves it unset."""
     scale_type: str = "float16"
-    """Type of the block scales, one of INT8_SCALE_TYPES (float16: the quantized ops compute in float16 between two
+    """Type of the block scales, one of SCALE_TYPES (float16: the quantized ops compute in float16 between two
     Casts, as INT4's do)."""
     quantize_embeddings: bool = True
     """Also quantize the token-embedding Gather (GatherBlockQuantized); False leaves it float32."""
 
     def __post_init__(self) -> None:
-        size = self.block_size
-        if isinstance(size, bool) or not isinstance(size, int) or size < 16 or size & (size - 1):
-            raise SpecError(f"block_size={size!r} must be a power of two of at least 16, e.g. 32 or 128")
-        level = self.accuracy_level
-        if level is not None and (isinstance(level, bool) or level not in ACCURACY_LEVELS):
-            raise SpecError(
-                f"accuracy_level={level!r} must be one of {', '.join(map(str, ACCURACY_LEVELS))} "
-                "(0: unset, 1: fp32, 2: fp16, 3: bf16, 4: int8) or unset"
-            )
-        if self.scale_type not in INT8_SCALE_TYPES:
-            raise SpecError(f"scale_type={self.scale_type!r} must be one of {', '.join(INT8_SCALE_TYPES)}")
+        _check_block_size("block_size", self.block_size)
+        _check_accuracy_level(self.accuracy_level)
+        if self.scale_type not in SCALE_TYPES:
+            raise SpecError(f"scale_type={self.scale_type!r} must be one of {', '.join(SCALE_TYPES)}")
         if not isinstance(self.quantize_embeddings, bool):
             raise SpecError(f"quantize_embeddings={self.quantize_embeddings!r} must be true or false")
 
