@@ -26,9 +26,9 @@ from rich.table import Table
 
 from export.distill.config import StudentSpec
 from export.distill.data import pack, tokenize_documents
-from export.distill.run import _held_out_perplexity
 from export.distill.student import build_student
 from export.pretrained import ensure_pretrained, reference_text
+from export.quality import hf_window_nll, perplexity
 from export.source import SourceModel
 
 SEQ_LEN = 256
@@ -54,6 +54,10 @@ def block_distances(teacher, sequences: list[list[int]], drop: int) -> list[floa
     return [total / tokens for total in totals]
 
 
+def held_out_perplexity(model, windows: list[list[int]]) -> float:
+    return perplexity(windows, hf_window_nll(model.eval())).value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--drop", type=int, default=10, help="Layers to drop (a contiguous block).")
@@ -63,16 +67,18 @@ def main() -> None:
 
     import torch
 
+    if args.windows < 1:
+        parser.error("--windows must be at least 1")
     torch.set_num_threads(2)
     started = time.perf_counter()
     source = SourceModel.open(ensure_pretrained().path)
+    layers = int(source.config["num_hidden_layers"])
+    if not 1 <= args.drop < layers:
+        parser.error(f"--drop must be between 1 and {layers - 1} for this {layers}-layer teacher")
     tokenizer = source.load_tokenizer()
     data = pack(tokenize_documents(tokenizer, [reference_text(TEXT_CHARS)]), SEQ_LEN, 0.1)
     windows = data.held_out_windows(args.windows)
     teacher = source.load_model(torch.float32).eval()
-    layers = teacher.config.num_hidden_layers
-    if not 1 <= args.drop < layers:
-        parser.error(f"--drop must be between 1 and {layers - 1} for this {layers}-layer teacher")
 
     distances = block_distances(teacher, data.train[: args.windows], args.drop)
     rows = []
@@ -80,15 +86,15 @@ def main() -> None:
         keep = tuple(index for index in range(layers) if not start <= index < start + args.drop)
         student = build_student(teacher, StudentSpec(keep_layers=keep), seed=0)
         rows.append({"dropped": [start, start + args.drop - 1], "angular_distance": distance,
-                     "perplexity": _held_out_perplexity(student, windows).value})
+                     "perplexity": held_out_perplexity(student, windows)})
     kept = layers - args.drop
     spread = tuple(round(i * (layers - 1) / (kept - 1)) for i in range(kept)) if kept > 1 else (layers - 1,)
-    spread_ppl = _held_out_perplexity(build_student(teacher, StudentSpec(keep_layers=spread), seed=0), windows).value
+    spread_ppl = held_out_perplexity(build_student(teacher, StudentSpec(keep_layers=spread), seed=0), windows)
     by_distance = min(rows, key=lambda row: row["angular_distance"])
     by_perplexity = min(rows, key=lambda row: row["perplexity"])
     result = {
         "teacher_layers": layers, "drop": args.drop, "windows": len(windows), "seq_len": SEQ_LEN,
-        "teacher_perplexity": _held_out_perplexity(teacher, windows).value,
+        "teacher_perplexity": held_out_perplexity(teacher, windows),
         "blocks": rows, "chosen_by_distance": by_distance["dropped"], "best_by_perplexity": by_perplexity["dropped"],
         "spread_layers": list(spread), "spread_perplexity": spread_ppl,
         "seconds": time.perf_counter() - started,
