@@ -72,10 +72,14 @@ def bearer_metadata(api_key: str | None) -> Metadata:
 
 
 def bearer_key(metadata: Iterable[tuple[str, Any]] | None) -> str | None:
-    """The API key that call metadata carries (as ``bearer_metadata`` writes it), or None."""
+    """The API key that call metadata carries (``Bearer <key>``, the scheme in any case as RFC 7235 allows),
+    or None."""
     for name, value in metadata or ():
-        if name == AUTH_METADATA and isinstance(value, str) and value.startswith(BEARER_PREFIX):
-            return value[len(BEARER_PREFIX):].strip()
+        if name != AUTH_METADATA or not isinstance(value, str):
+            continue
+        scheme, _, key = value.strip().partition(" ")
+        if scheme.lower() == BEARER_PREFIX.strip().lower() and key.strip():
+            return key.strip()
     return None
 
 

@@ -41,6 +41,8 @@ DRAINING_METADATA = "tandem-draining"
 """Trailing metadata of UNAVAILABLE from a draining replica."""
 DELIVERED_METADATA = "tandem-delivered-tokens"
 """Trailing metadata of a stream that failed after tokens were sent: how many."""
+RESUMED_METADATA = "tandem-resumed"
+"""Trailing metadata of a gateway stream that went on on another replica after one failed: how many times."""
 
 
 class CloudServiceError(Exception):
@@ -127,6 +129,7 @@ class StreamInterruptedError(CloudError):
 __all__ = [
     "DELIVERED_METADATA",
     "DRAINING_METADATA",
+    "RESUMED_METADATA",
     "RETRY_AFTER_METADATA",
     "AuthenticationError",
     "CloudDrainingError",

@@ -1,6 +1,7 @@
 """Prometheus metrics of a replica (and, with other labels, the gateway), on their own registry.
 
-    tandem_requests_total{model, status}           finished Generate calls by gRPC status
+    tandem_requests_total{model, status}           every Generate call by its final gRPC status, refusals
+                                                   included (model "" when the body was never read)
     tandem_time_to_first_token_seconds{model}      histogram
     tandem_inter_token_latency_seconds{model}      histogram, per token after the first
     tandem_e2e_latency_seconds{model}              histogram, whole stream
@@ -44,6 +45,10 @@ class ServerMetrics:
         self.e2e.labels(record.model).observe(duration_s)
         self.prompt_tokens.labels(record.model).inc(record.prompt_tokens)
         self.generated_tokens.labels(record.model).inc(record.completion_tokens)
+
+    def record_refusal(self, status: str) -> None:
+        """A Generate call refused before its body was read (authentication, an unreadable body)."""
+        self.requests.labels("", status).inc()
 
     def watch_engine(self, model: str, running: Callable[[], float], waiting: Callable[[], float]) -> None:
         self.running.labels(model).set_function(running)

@@ -1,9 +1,11 @@
 """Per-tenant token buckets: requests per minute and tokens per minute.
 
-Requests are charged one on admission. Tokens are charged after the stream ends, by its real usage
-(prompt + completion), because the cost is unknown before; a tenant whose token bucket is empty (it may go
-into debt by the last request's size) is refused until it refills. A refusal carries the wait in seconds,
-which the server returns as ``retry-after-ms`` trailing metadata with RESOURCE_EXHAUSTED.
+Requests are charged one on admission. Tokens are charged after the stream ends, by what it used (prompt +
+completion) however it ended: a stream cancelled, past its deadline or cut pays for the tokens generated
+before it stopped, so cancelling early does not dodge the quota. The cost is unknown before; a tenant whose
+token bucket is empty (it may go into debt by the last request's size) is refused until it refills. A refusal
+carries the wait in seconds, which the server returns as ``retry-after-ms`` trailing metadata with
+RESOURCE_EXHAUSTED.
 
 Where several servers enforce one tenant's quota (N gateway pods behind one Service), each enforces a
 ``share`` of it (``set_share(1 / N)``, kept current by ``cloud_service.gateway.quota_peers``), so the

@@ -4,8 +4,13 @@ Order of checks for Generate: the front door's (``front_door.admission``: draini
 permission -> request size and id) -> model and version (NOT_FOUND) -> request fields (INVALID_ARGUMENT,
 naming the field) -> the front door's admission (duplicate id, quota with ``retry-after-ms``) -> prompt length
 (INVALID_ARGUMENT). The engine's errors map to statuses at this boundary; a failure after tokens were sent also
-reports ``tandem-delivered-tokens`` so the caller can continue elsewhere. A client that cancels or whose
-deadline passes cancels this handler, which closes the engine stream, which frees the engine's slot.
+reports ``tandem-delivered-tokens`` so the caller can continue elsewhere, as does a stream the drain timeout
+cuts (``cut_streams``: UNAVAILABLE). A client that cancels or whose deadline passes cancels this handler, which
+closes the engine stream, which frees the engine's slot.
+
+Every call is counted by its final status (refusals too; a deadline as DEADLINE_EXCEEDED) and charged to its
+tenant's token quota for every token the engine produced, however the call ended: the engine's final usage,
+or (cancelled, deadline, cut) the prompt's length plus the tokens generated.
 """
 
 from __future__ import annotations
@@ -20,14 +25,14 @@ from typing import Protocol
 import grpc
 
 from cloud_service.convert import chunk_from_events, request_from_wire
-from cloud_service.errors import DELIVERED_METADATA
+from cloud_service.errors import DELIVERED_METADATA, DRAINING_METADATA
 from cloud_service.front_door.access_log import AccessLog, CallRecord
-from cloud_service.front_door.admission import Admission, CallKey, refuse
+from cloud_service.front_door.admission import Admission, CallKey, left_status, refuse, refused_status
 from cloud_service.front_door.config import Limits
+from cloud_service.front_door.listener import FrontDoorServicer
 from cloud_service.metrics import ServerMetrics
 from cloud_service.quota import Quotas
 from cloud_service.wire.v1 import inference_pb2 as pb
-from cloud_service.wire.v1 import inference_pb2_grpc
 from edge_runtime.engine import Engine
 from edge_runtime.errors import (
     EdgeRuntimeError,
@@ -35,7 +40,7 @@ from edge_runtime.errors import (
     EngineClosedError,
     InvalidRequestError,
 )
-from edge_runtime.types import GenerationRequest, TokenEvent, Usage
+from edge_runtime.types import FinishReason, GenerationRequest, TokenEvent, Usage
 
 log = logging.getLogger("tandem.replica")
 
@@ -99,7 +104,7 @@ def _byte_bound(request: GenerationRequest) -> int:
     return sum(len(t.encode("utf-8")) for t in texts) + TEMPLATE_TOKEN_ALLOWANCE * (len(request.messages or ()) + 1)
 
 
-class InferenceServicer(inference_pb2_grpc.InferenceServicer):
+class InferenceServicer(FrontDoorServicer):
     def __init__(
         self,
         models: Sequence[ServedModel],
@@ -118,6 +123,8 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
         self.admission: Admission[ServedModel] = Admission(limits, quotas, server="replica")
         self.access_log = AccessLog(log, metrics, log_prompts=log_prompts, clock=clock)
         self._clock = clock
+        self.cut: set[CallKey] = set()
+        """Calls whose stream the drain timeout is ending (``cut_streams``)."""
 
     @property
     def inflight(self) -> dict[CallKey, ServedModel]:
@@ -143,25 +150,47 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
     async def Generate(
         self, wire: pb.GenerateRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.GenerateChunk]:
-        started = self._clock()
+        record = CallRecord(wire.request_id, wire.tenant, wire.model, self._clock(), version=wire.model_version)
+        calls = self._generate(wire, context, record)
+        try:
+            async for chunk in calls:
+                yield chunk
+        except grpc.aio.AbortError:
+            record.status = refused_status(context)
+            raise
+        except (asyncio.CancelledError, GeneratorExit):
+            record.status = left_status(context)
+            raise
+        finally:
+            await calls.aclose()
+            self.access_log.finish(record, wire)
+
+    async def _generate(self, wire: pb.GenerateRequest, context: grpc.aio.ServicerContext,
+                        record: CallRecord) -> AsyncIterator[pb.GenerateChunk]:
         caller = await self.admission.check(wire, context)
+        record.tenant = caller.name
         model = self._resolve(wire.model, wire.model_version)
         if model is None:
             known = ", ".join(f"{m.name}@{m.version}" for v in self.models.values() for m in v)
             await refuse(context, grpc.StatusCode.NOT_FOUND,
                          f"model {wire.model!r} version {wire.model_version!r} is not served here ({known})")
+        record.version = model.version
         try:
             request = request_from_wire(wire, engine_request_id=f"{caller.name}/{wire.request_id}",
                                         max_tokens_limit=self.limits.max_tokens)
         except InvalidRequestError as exc:
             await refuse(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         key = await self.admission.admit(caller, wire, context)
-        await self._check_prompt_length(request, model, context)
+        try:
+            await self._check_prompt_length(request, model, context)
+        except BaseException:
+            self.admission.release(caller, key, 0)
+            raise
 
-        record = CallRecord(wire.request_id, caller.name, model.name, started, version=model.version)
+        started = record.started
         self.inflight[key] = model
         stream = model.engine.generate(request)
-        delivered, usage = 0, Usage(0, 0)
+        delivered, usage = 0, None
         last_at = sent_at = started
         pending: list[TokenEvent] = []
         interval = self.chunk_interval()
@@ -177,29 +206,52 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
                 last_at = now
                 delivered += 1 if event.token_id is not None else 0
                 usage = event.usage or usage
+                if event.finish_reason is FinishReason.ABORT and key in self.cut:
+                    break
                 pending.append(event)
                 # tokens that arrive within the interval share a chunk; the first and last go at once
                 if delivered <= 1 or event.finish_reason is not None or now - sent_at >= interval:
-                    first = sent_at == started
-                    yield chunk_from_events(pending, model.version if first else "",
-                                            model.engine.info.vocabulary if first else "")
+                    yield self._chunk(pending, model, first=sent_at == started)
                     pending, sent_at, interval = [], now, self.chunk_interval()
             if pending:
-                yield chunk_from_events(pending, "")
+                yield self._chunk(pending, model, first=sent_at == started)
+            if key in self.cut:  # the drain timed out: the caller continues elsewhere from what it has
+                await refuse(context, grpc.StatusCode.UNAVAILABLE,
+                             f"this replica drained: the stream was cut after {delivered} tokens at "
+                             "drain_timeout_s; continue from the partial answer on another replica",
+                             ((DELIVERED_METADATA, str(delivered)), (DRAINING_METADATA, "1")))
         except EdgeRuntimeError as exc:
             code = _status_of(exc)
-            record.status = code.name
             if pending:  # what was generated before the failure still reaches the caller
-                yield chunk_from_events(pending, "")
+                yield self._chunk(pending, model, first=sent_at == started)
             await refuse(context, code, str(exc), ((DELIVERED_METADATA, str(delivered)),) if delivered else ())
-        except asyncio.CancelledError:
-            record.status = "CANCELLED"
-            raise
         finally:
+            self.cut.discard(key)
             await stream.aclose()  # type: ignore[attr-defined]
+            if usage is None or usage.completion_tokens < delivered:
+                # the call ended before the engine's final count (cancelled, deadline, cut): charge what it made
+                usage = Usage(await self._prompt_tokens(model, request), delivered)
             record.use(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)
             self.admission.release(caller, key, record.tokens)
-            self.access_log.finish(record, wire)
+
+    @staticmethod
+    def _chunk(events: list[TokenEvent], model: ServedModel, *, first: bool) -> pb.GenerateChunk:
+        """One chunk of ``events``; the stream's first also names the version and the vocabulary."""
+        return chunk_from_events(events, model.version if first else "", model.engine.info.vocabulary if first else "")
+
+    async def cut_streams(self) -> None:
+        """End every stream still running (the drain timed out): the engine aborts each, and its stream ends
+        UNAVAILABLE with ``tandem-delivered-tokens`` and ``tandem-draining``, so any client can continue it."""
+        for (tenant, request_id), model in list(self.inflight.items()):
+            self.cut.add((tenant, request_id))
+            await model.engine.abort(f"{tenant}/{request_id}")
+
+    async def _prompt_tokens(self, model: ServedModel, request: GenerationRequest) -> int:
+        """The prompt's length for a call that ended without the engine's count (0 if it cannot be had)."""
+        try:
+            return await asyncio.to_thread(model.engine.prompt_tokens, request)
+        except (EdgeRuntimeError, asyncio.CancelledError):
+            return 0
 
     async def _check_prompt_length(self, request: GenerationRequest, model: ServedModel,
                                    context: grpc.aio.ServicerContext) -> None:

@@ -111,6 +111,8 @@ class CpuEngine:
         )
         self._waiting: collections.deque[RequestChannel] = collections.deque()
         self._rows: list[_Row] = []
+        self._prefilling: list[RequestChannel] = []
+        """The requests of the prefill running now: taken from the queue, not yet rows."""
         self._wake = threading.Condition()
         self._closed = False
         self._prebuilt_mask = prebuilt_mask_fits(self.model.config, self.context_length)
@@ -138,7 +140,8 @@ class CpuEngine:
 
     @property
     def running(self) -> int:
-        return len(self._rows)
+        """Requests generating, those being prefilled included."""
+        return len(self._rows) + len(self._prefilling)
 
     @property
     def waiting(self) -> int:
@@ -184,7 +187,8 @@ class CpuEngine:
         await channel.wait_until_end()
 
     async def abort(self, request_id: str) -> bool:
-        return abort_request(self._wake, request_id, self._waiting, lambda: [r.channel for r in self._rows])
+        return abort_request(self._wake, request_id, self._waiting,
+                             lambda: [r.channel for r in self._rows] + list(self._prefilling))
 
     def close(self) -> None:
         with self._wake:
@@ -221,7 +225,11 @@ class CpuEngine:
                     if channel.cancelled.is_set():
                         channel.send(END)
                 if live:
-                    self._admit(live)
+                    self._prefilling = list(live)  # neither waiting nor in a row while the prefill runs
+                    try:
+                        self._admit(live)
+                    finally:
+                        self._prefilling = []
                 if self._rows:
                     self._decode_step()
         for row in self._rows:
@@ -257,6 +265,7 @@ class CpuEngine:
                 ids = encode_prompt(self.tokenizer, channel.request, self.template, self.context_length)
                 prompts.append((channel, ids))
             except EdgeRuntimeError as exc:
+                self._prefilling.remove(channel)  # it ends here: no longer running once its caller hears
                 channel.send(exc)
                 channel.send(END)
         if not prompts:
@@ -270,10 +279,12 @@ class CpuEngine:
             logits = self.model(**inputs, past_key_values=cache, use_cache=True).logits[:, -1].float().numpy()
         except Exception as exc:  # a model failure: these requests fail, the engine goes on
             log.exception("prefill failed for %d requests", len(prompts))
+            self._prefilling = []
             for channel, _ in prompts:
                 channel.send(GenerationError(f"the CPU engine failed during prefill: {exc}"))
                 channel.send(END)
             return
+        self._prefilling = []  # they become rows (or end) from here on
         keep, ended, wakes = [], [], Wakes()
         for index, (channel, ids) in enumerate(prompts):
             state = SequenceState(

@@ -40,6 +40,18 @@ async def refuse(context: grpc.aio.ServicerContext, code: grpc.StatusCode, messa
     raise AssertionError("unreachable: context.abort raises")  # pragma: no cover
 
 
+def refused_status(context: grpc.aio.ServicerContext) -> str:
+    """The status name a call that was just refused (``refuse``, ``context.abort``) ends with."""
+    code = context.code()
+    return code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"
+
+
+def left_status(context: grpc.aio.ServicerContext) -> str:
+    """The status name of a call whose caller left: DEADLINE_EXCEEDED when its deadline passed, else CANCELLED."""
+    remaining = context.time_remaining()
+    return "DEADLINE_EXCEEDED" if remaining is not None and remaining <= 0 else "CANCELLED"
+
+
 def retry_after_ms(seconds: float) -> str:
     """The ``retry-after-ms`` value for a wait of ``seconds`` (rounded up, never 0)."""
     return str(int(seconds * 1000) + 1)
@@ -118,4 +130,4 @@ class Admission(Generic[T]):
             self.quotas.charge_tokens(caller.tenant, tokens)
 
 
-__all__ = ["Admission", "CallKey", "Caller", "refuse", "retry_after_ms"]
+__all__ = ["Admission", "CallKey", "Caller", "left_status", "refuse", "refused_status", "retry_after_ms"]

@@ -40,8 +40,26 @@ TRANSPORT_LIMIT_FACTOR = 2
 bound (which answers RESOURCE_EXHAUSTED) sits this many times above it as a backstop."""
 
 
+GENERATE_METHOD = f"/{INFERENCE_SERVICE}/Generate"
+
+
+CUT_WAIT_S = 2.0
+"""After the drain timeout cut the streams left, how long they get to send their last chunk and trailers."""
+
+
+class FrontDoorServicer(inference_pb2_grpc.InferenceServicer):
+    """The Inference servicer behind a front door (a replica's, the gateway's)."""
+
+    async def cut_streams(self) -> None:
+        """End every stream still running with UNAVAILABLE and ``tandem-delivered-tokens`` (drain timed out)."""
+        raise NotImplementedError
+
+
 class MetricsEndpoint(Protocol):
     def serve(self, port: int, host: str = "0.0.0.0") -> int: ...
+
+    def record_refusal(self, status: str) -> None:
+        """A Generate call refused before its body was read (no model is known)."""
 
 
 def server_credentials(tls: TlsConfig) -> grpc.ServerCredentials:
@@ -53,16 +71,18 @@ def server_credentials(tls: TlsConfig) -> grpc.ServerCredentials:
 
 
 class Listener:
-    def __init__(self, config: FrontDoorConfig, servicer: inference_pb2_grpc.InferenceServicer,
+    def __init__(self, config: FrontDoorConfig, servicer: FrontDoorServicer,
                  admission: Admission[Any], *, distribution: DistributionConfig, metrics: MetricsEndpoint,
                  log: logging.Logger) -> None:
         self.config = config
+        self.servicer = servicer
         self.admission = admission
         self.metrics = metrics
         self.log = log
         self.health = health_aio.HealthServicer()
         self.server = grpc.aio.server(
-            interceptors=[AuthInterceptor(KeyRing(config.tenants) if config.authenticates else None)],
+            interceptors=[AuthInterceptor(KeyRing(config.tenants) if config.authenticates else None,
+                                          on_refusal=self._refused)],
             options=[
                 ("grpc.max_receive_message_length", TRANSPORT_LIMIT_FACTOR * config.limits.max_message_bytes),
                 ("grpc.max_send_message_length", TRANSPORT_LIMIT_FACTOR * config.limits.max_message_bytes),
@@ -84,6 +104,10 @@ class Listener:
         self.port = 0
         self.metrics_port = 0
 
+    def _refused(self, method: str, code: grpc.StatusCode) -> None:
+        if method == GENERATE_METHOD:
+            self.metrics.record_refusal(code.name)
+
     async def start(self) -> int:
         """Bind (with TLS when configured), start serving, open /metrics (when metrics_port is set) and mark
         every service SERVING; returns the bound port."""
@@ -101,7 +125,8 @@ class Listener:
 
     async def drain(self, timeout_s: float | None = None) -> bool:
         """Stop taking work (readiness NOT_SERVING, new Generate calls UNAVAILABLE) and wait for the calls in
-        flight to finish, up to ``timeout_s`` (default drain_timeout_s); True when all finished in time."""
+        flight to finish, up to ``timeout_s`` (default drain_timeout_s); True when all finished in time. Streams
+        still running then are cut: each ends UNAVAILABLE with ``tandem-delivered-tokens``."""
         timeout_s = self.config.drain_timeout_s if timeout_s is None else timeout_s
         self.admission.draining = True
         for service in self.readiness:
@@ -110,6 +135,11 @@ class Listener:
         while self.admission.inflight and time.monotonic() < deadline:
             await asyncio.sleep(DRAIN_POLL_S)
         left = len(self.admission.inflight)
+        if left:  # cut what is left, so each caller gets the tokens it has and can continue elsewhere
+            await self.servicer.cut_streams()
+            deadline = time.monotonic() + CUT_WAIT_S
+            while self.admission.inflight and time.monotonic() < deadline:
+                await asyncio.sleep(DRAIN_POLL_S)
         self.log.info("drained", extra={"fields": {"unfinished": left}})
         return left == 0
 
@@ -119,4 +149,4 @@ class Listener:
         await self.server.stop(grace_s)
 
 
-__all__ = ["DISTRIBUTION_SERVICE", "INFERENCE_SERVICE", "Listener", "server_credentials"]
+__all__ = ["DISTRIBUTION_SERVICE", "INFERENCE_SERVICE", "FrontDoorServicer", "Listener", "server_credentials"]

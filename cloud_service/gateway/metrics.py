@@ -1,10 +1,18 @@
 """Prometheus metrics of the gateway, on their own registry (served on ``server.metrics_port``).
 
-    tandem_gateway_requests_total{model, version, replica, status}   finished Generate calls (replica "" when
-                                                                     none was reached)
+    tandem_gateway_requests_total{model, version, replica, status}   every Generate call by its final status,
+                                                                     refusals included (replica "" when none
+                                                                     was reached, model "" when the body was
+                                                                     never read)
     tandem_gateway_time_to_first_token_seconds{model, version}       histogram, as the gateway's callers see it
     tandem_gateway_e2e_latency_seconds{model, version}               histogram, whole stream
     tandem_gateway_retries_total{reason}                             attempts moved to another replica
+                                                                     (mid_stream: after tokens were sent)
+    tandem_gateway_resumes_total{outcome}                            broken streams that went on on another
+                                                                     replica (resumed) or could not (failed)
+    tandem_gateway_prompt_tokens_total{model, version}               prompt tokens of every call (estimated
+                                                                     when it ended before its usage)
+    tandem_gateway_generated_tokens_total{model, version}            tokens streamed, however the call ended
     tandem_gateway_ejections_total{replica, reason}                  ejections: by health checks and as outliers
     tandem_gateway_affinity_total{outcome}                           prefix affinity: hit, yield, miss
     tandem_gateway_queue_depth                                       requests waiting for a replica with room
@@ -41,6 +49,12 @@ class GatewayMetrics:
                              buckets=LATENCY_BUCKETS, registry=r)
         self.retries = Counter("tandem_gateway_retries", "Attempts moved to another replica.", ["reason"],
                                registry=r)
+        self.resumes = Counter("tandem_gateway_resumes", "Broken streams continued on another replica.",
+                               ["outcome"], registry=r)
+        self.prompt_tokens = Counter("tandem_gateway_prompt_tokens", "Prompt tokens of the calls.",
+                                     ["model", "version"], registry=r)
+        self.generated_tokens = Counter("tandem_gateway_generated_tokens", "Tokens streamed to callers.",
+                                        ["model", "version"], registry=r)
         self.ejections = Counter("tandem_gateway_ejections", "Replicas ejected (health or outlier).",
                                  ["replica", "reason"], registry=r)
         self.affinity = Counter("tandem_gateway_affinity", "Prefix affinity outcomes.", ["outcome"], registry=r)
@@ -58,6 +72,12 @@ class GatewayMetrics:
         if record.first_at is not None:
             self.ttft.labels(record.model, record.version).observe(record.first_at - record.started)
         self.e2e.labels(record.model, record.version).observe(duration_s)
+        self.prompt_tokens.labels(record.model, record.version).inc(record.prompt_tokens)
+        self.generated_tokens.labels(record.model, record.version).inc(record.completion_tokens)
+
+    def record_refusal(self, status: str) -> None:
+        """A Generate call refused before its body was read (authentication, an unreadable body)."""
+        self.requests.labels("", "", "", status).inc()
 
     def watch(self, queue_depth: Callable[[], float], replica_states: Callable[[], dict[str, int]]) -> None:
         self.queue_depth.set_function(queue_depth)

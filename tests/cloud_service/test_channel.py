@@ -29,6 +29,12 @@ def test_the_bearer_header_round_trips_and_no_key_sends_nothing():
     assert bearer_key([(AUTH_METADATA, "Basic abc")]) is None and bearer_key(None) is None
 
 
+def test_the_bearer_scheme_is_matched_in_any_case_and_an_empty_key_is_none():
+    for scheme in ("bearer", "BEARER", "Bearer", "bEaReR"):
+        assert bearer_key([(AUTH_METADATA, f"{scheme} tdm_k")]) == "tdm_k"
+    assert bearer_key([(AUTH_METADATA, "Bearer  ")]) is None and bearer_key([(AUTH_METADATA, "Bearertdm_k")]) is None
+
+
 def test_trailing_values_are_found_and_decoded():
     metadata = (("retry-after-ms", b"1500"), ("tandem-draining", "1"))
     assert trailing_value(metadata, "retry-after-ms") == "1500"

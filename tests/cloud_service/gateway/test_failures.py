@@ -1,6 +1,7 @@
 """Failures behind the gateway: a replica process killed under load (queued requests retried elsewhere and
-answered, started streams ended with UNAVAILABLE + delivered tokens, the replica ejected, then re-admitted
-when it is back), a replica failing every request ejected as an outlier, and the ejection's states."""
+answered, started streams resumed on another replica, the replica ejected, then re-admitted when it is back),
+the only replica killed mid-stream (UNAVAILABLE + delivered tokens: nothing can continue there), a replica
+failing every request ejected as an outlier, and the ejection's states."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from pathlib import Path
 import grpc
 
 from cloud_service.auth import hash_key
-from cloud_service.errors import DELIVERED_METADATA
+from cloud_service.errors import DELIVERED_METADATA, RESUMED_METADATA
 from cloud_service.gateway import GatewayServer
 from cloud_service.gateway.ejection import EjectionState, OutlierEjection
 from cloud_service.gateway.membership import ReplicaState
@@ -68,7 +69,7 @@ async def _start_victim(config: Path) -> tuple[asyncio.subprocess.Process, int, 
     return process, port, asyncio.get_running_loop().create_task(drain_log())
 
 
-def test_a_replica_killed_under_load_retries_queued_requests_and_reports_delivered_tokens(tmp_path):
+def test_a_replica_killed_under_load_retries_queued_requests_and_resumes_started_ones(tmp_path):
     async def main():
         survivors = [ReplicaServer(replica_config(decode_step_s=0.01)) for _ in range(2)]
         for replica in survivors:
@@ -115,17 +116,52 @@ def test_a_replica_killed_under_load_retries_queued_requests_and_reports_deliver
                 await replica.stop(0.1)
 
     results, ejections, retries, after, served_again = asyncio.run(main())
-    broken = [r for r in results if r.code != grpc.StatusCode.OK]
-    whole = [r for r in results if r.code == grpc.StatusCode.OK]
-    assert len(broken) == 2, [(r.code, r.details) for r in results]
-    for result in broken:  # started streams: UNAVAILABLE, and the metadata says exactly what arrived
-        assert result.code == grpc.StatusCode.UNAVAILABLE
-        assert 0 < result.tokens < TOKENS
-        assert int(result.trailing[DELIVERED_METADATA]) == result.tokens
-    assert len(whole) == 10 and all(r.tokens == TOKENS for r in whole)  # queued ones were retried elsewhere
+    assert all(r.code == grpc.StatusCode.OK for r in results), [(r.code, r.details) for r in results]
+    assert all(r.tokens == TOKENS for r in results)  # queued ones retried, started ones resumed elsewhere
+    resumed = [r for r in results if RESUMED_METADATA in r.trailing]
+    assert len(resumed) == 2 and all(r.trailing[RESUMED_METADATA] == "1" for r in resumed)
     assert retries >= 2 and ejections == 1
     assert all(r.code == grpc.StatusCode.OK for r in after)
     assert served_again >= 1  # re-admitted replicas get work again
+
+
+def test_streams_whose_only_replica_dies_end_unavailable_with_the_tokens_delivered(tmp_path):
+    async def main():
+        victim, port, log_task = await _start_victim(_victim_config(tmp_path, 0))
+        gateway = GatewayServer(gateway_config([f"127.0.0.1:{port}"]), rng=random.Random(0))
+        await gateway.start()
+        target = f"127.0.0.1:{gateway.port}"
+        try:
+            await wait_until(lambda: bool(gateway.membership.available()), what="the replica to be admitted")
+            received = [0, 0]
+
+            def counter(index):
+                async def seen(tokens):
+                    received[index] = tokens
+                return seen
+
+            streams = [asyncio.create_task(raw_generate(target, chat(i, tokens=TOKENS), on_chunk=counter(i)))
+                       for i in range(2)]
+            await wait_until(lambda: min(received) >= 3, what="both streams to deliver tokens")
+            victim.kill()
+            await victim.wait()
+            results = await asyncio.gather(*streams)
+            failed = gateway.metrics.registry.get_sample_value("tandem_gateway_resumes_total", {"outcome": "failed"})
+            return results, failed
+        finally:
+            if victim.returncode is None:
+                victim.kill()
+                await victim.wait()
+            log_task.cancel()
+            await gateway.stop(0.1)
+
+    results, failed = asyncio.run(main())
+    for result in results:
+        assert result.code == grpc.StatusCode.UNAVAILABLE, result.details
+        assert 3 <= result.tokens < TOKENS
+        assert int(result.trailing[DELIVERED_METADATA]) == result.tokens
+        assert "continue from the partial answer" in result.details
+    assert failed == 2
 
 
 def test_a_replica_that_fails_every_request_is_ejected_as_an_outlier():
