@@ -83,8 +83,8 @@ def gateway(
     metrics_port: int = typer.Option(None, min=0, max=65535, help="Override server.metrics_port (0: off)."),
     replica: list[str] = typer.Option(None, "--replica", metavar="HOST:PORT",
                                       help="A replica (repeatable); replaces gateway.replicas and discovery_dns."),
-    policy: str = typer.Option(None, help="Override gateway.policy: round_robin, least_loaded, p2c or "
-                                          "p2c_affinity."),
+    policy: str = typer.Option(None, help="Override gateway.policy: round_robin, random, least_loaded, "
+                                          "p2c or p2c_affinity."),
     allow_unauthenticated: bool = typer.Option(None, help="Serve without API keys (local experiments only)."),
 ) -> None:
     """Run the gateway in front of replicas until SIGTERM, then drain; SIGHUP re-reads the version weights.

@@ -3,7 +3,7 @@
     membership.py   static list or DNS discovery, grpc.health.v1 checks, ejection and re-admission, draining
     load.py         GetLoad polled on a short interval, combined with the gateway's own requests' work
     work.py         what the gateway's requests still cost a replica (prompt until the first chunk, tokens left)
-    balancing.py    round_robin, least_loaded, p2c, p2c_affinity (prefix affinity with an imbalance guard)
+    balancing.py    round_robin, random, least_loaded, p2c, p2c_affinity (prefix affinity with an imbalance guard)
     ejection.py     per-replica outlier ejection on consecutive failed requests (doubling ejection time)
     versions.py     model versions side by side: pinned versions, weighted canary split changeable at run time
     queueing.py     the admission queue: bounded while every replica is saturated, then RESOURCE_EXHAUSTED +

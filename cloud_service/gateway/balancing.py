@@ -1,6 +1,7 @@
 """Which replica gets a request: the balancing policies and prefix affinity.
 
 - ``round_robin``: each candidate in turn (blind to load; the baseline).
+- ``random``: a candidate drawn uniformly at random (blind to load; the baseline P2C's second choice improves on).
 - ``least_loaded``: the lowest utilization (``load.utilization``: requests weighted by what they still cost the
   replica, over what it can run at once), ties broken at random.
 - ``p2c``: power of two choices: the less loaded of two candidates drawn at random. Nearly as good as
@@ -10,11 +11,23 @@
   (its prefix cache holds that prefix), unless that replica's utilization exceeds the least-loaded
   candidate's by more than ``affinity_imbalance``; otherwise p2c.
 
-Prefix keys (``affinity_keys``) hash the tenant, model and version, then the prompt cumulatively: for chat,
-one key per message boundary (the history of a conversation is a prefix of its next turn, and a shared system
-prompt is a prefix of every conversation); for a raw prompt, one per ``AFFINITY_CHUNK_CHARS`` and one for the
-whole. A request follows its longest remembered prefix; every key of a routed request is remembered (a
-bounded LRU). The tenant is part of every key, so one tenant's prefixes never route another's requests.
+Prefix keys (``affinity_keys``) cover the whole prompt, not its first message: they are a hash chain over the
+prompt as one stream (for chat, each message's role and content, framed), started from the tenant, model and
+version, with a key wherever a block of ``AFFINITY_BLOCK_CHARS`` characters ends and wherever a message ends.
+Each key therefore names one exact prefix of the conversation, everything before it included. This is what
+prefix-aware routers in front of vLLM do (vLLM production-stack's prefix-aware router keeps a trie of the
+prompt's chunk hashes and sends a request to the endpoint holding its longest matching prefix; llm-d's
+prefix-cache scorer chains block hashes, each over its parent's, and scores pods by the leading blocks they
+hold), because vLLM's automatic prefix cache itself reuses only an exact leading run of blocks. The keys at
+message ends are ours: the previous turn of a conversation (its history up to its last user message) ends at
+a message boundary, which is rarely a block boundary, and it is the longest prefix the next turn shares with
+anything the gateway has routed (the gateway never hashes the answers it streams back).
+
+A request follows its longest remembered key (``AffinityTable.lookup``) and every key of a routed request is
+then remembered for the replica it went to (a bounded LRU). So two conversations that share a system prompt
+but differ later each follow their own history once they have one (their longer keys differ), and a shared
+system prompt alone, the longest prefix of a new conversation, sends it where that prompt was last served. The
+tenant is part of every key, so one tenant's prefixes never route another's requests.
 """
 
 from __future__ import annotations
@@ -29,12 +42,13 @@ from cloud_service.gateway.load import utilization
 from cloud_service.gateway.membership import Replica
 from cloud_service.wire.v1 import inference_pb2 as pb
 
-AFFINITY_CHUNK_CHARS = 512
-"""Raw prompts: a prefix key every this many characters."""
+AFFINITY_BLOCK_CHARS = 512
+"""A prefix key every this many characters of the prompt stream (about 128 tokens: 8 of vLLM's 16-token
+blocks), so that prompts sharing a long leading run of one message (a document, a tool list) share keys."""
 AFFINITY_MIN_CHARS = 32
 """Prefixes shorter than this are not worth a key (the cache they would reuse is negligible)."""
 AFFINITY_MAX_KEYS_PER_REQUEST = 64
-"""Keys per request; a longer conversation keeps its last (longest) boundaries."""
+"""Keys per request; a longer prompt keeps its last (longest) ones."""
 KEY_BYTES = 16
 
 
@@ -50,26 +64,25 @@ class Affinity(StrEnum):
 
 
 def affinity_keys(tenant: str, model: str, version: str, request: pb.GenerateRequest) -> list[bytes]:
-    """The request's prefix keys, shortest first (see the module docstring)."""
+    """The request's prefix keys, shortest first: the hash chain over its whole prompt (see the module
+    docstring), one key at each block end and each message end at least ``AFFINITY_MIN_CHARS`` in."""
     digest = hashlib.blake2b(digest_size=KEY_BYTES)
     digest.update(f"{tenant}\x00{model}\x00{version}\x00".encode())
-    keys: list[bytes] = []
-    size = 0
     if request.WhichOneof("input") == "chat":
-        for message in request.chat.messages:
-            part = f"{message.role}\x1f{message.content}\x1e".encode()
-            digest.update(part)
-            size += len(part)
-            if size >= AFFINITY_MIN_CHARS:
-                keys.append(digest.digest())
+        parts = [f"{message.role}\x1f{message.content}\x1e" for message in request.chat.messages]
     else:
-        prompt = request.prompt
-        ends = [*range(AFFINITY_CHUNK_CHARS, len(prompt), AFFINITY_CHUNK_CHARS), len(prompt)]
-        start = 0
-        for end in ends:
-            digest.update(prompt[start:end].encode())
-            start = end
-            if end >= AFFINITY_MIN_CHARS:
+        parts = [request.prompt]
+    keys: list[bytes] = []
+    size = 0  # characters of the stream hashed so far
+    for part in parts:
+        offset = 0
+        while offset < len(part):
+            take = min(len(part) - offset, AFFINITY_BLOCK_CHARS - size % AFFINITY_BLOCK_CHARS)
+            digest.update(part[offset:offset + take].encode())
+            offset += take
+            size += take
+            # a block ended, or the part did (the end of a message, or of a raw prompt)
+            if size >= AFFINITY_MIN_CHARS and (size % AFFINITY_BLOCK_CHARS == 0 or offset == len(part)):
                 keys.append(digest.digest())
     return keys[-AFFINITY_MAX_KEYS_PER_REQUEST:]
 
@@ -122,6 +135,8 @@ class Balancer:
         if self.policy == "round_robin":
             self._turn += 1
             return candidates[self._turn % len(candidates)], None
+        if self.policy == "random":
+            return self._rng.choice(candidates), None
         if self.policy == "least_loaded":
             return self.least_loaded(candidates), None
         if not self.uses_affinity or not keys:

@@ -17,7 +17,7 @@ once into ``GatewayConfig``. The gateway serves no model, so the file has no [[m
     dns_refresh_s = 5.0
     quota_peers_dns = "tandem-gateway-peers.default.svc.cluster.local:50051"  # optional: the gateways' own
                                    # headless Service; each of N gateways enforces 1/N of every tenant's quota
-    policy = "p2c_affinity"        # round_robin | least_loaded | p2c | p2c_affinity
+    policy = "p2c_affinity"        # round_robin | random | least_loaded | p2c | p2c_affinity
     load_refresh_s = 0.25          # GetLoad poll interval
     health_interval_s = 1.0        # grpc.health.v1 check interval
     affinity_imbalance = 0.5       # a sticky replica may be this much busier (in batch fractions) than the least
@@ -68,7 +68,7 @@ from cloud_service.config_tables import expect, known, read_toml, resolve_path
 from cloud_service.errors import ConfigError
 from cloud_service.front_door.config import TABLES, FrontDoorConfig, parse_front_door, split_flags
 
-POLICIES = ("round_robin", "least_loaded", "p2c", "p2c_affinity")
+POLICIES = ("round_robin", "random", "least_loaded", "p2c", "p2c_affinity")
 _NUMBERS = (int, float)
 
 

@@ -78,7 +78,7 @@ def test_flags_override_the_file_and_replicas_replace_discovery(tmp_path):
     ("edit", "message"),
     [
         (lambda t: t.replace("max_queue = 10", "max_queue = 10\ncolour = 1"), r"gateway: unknown field\(s\) colour"),
-        (lambda t: t.replace('policy = "p2c"', 'policy = "random"'), "gateway.policy must be one of"),
+        (lambda t: t.replace('policy = "p2c"', 'policy = "fastest"'), "gateway.policy must be one of"),
         (lambda t: t.replace("max_queue = 10", 'max_queue = "ten"'), "gateway.max_queue must be int"),
         (lambda t: t.replace("load_refresh_s = 0.5", "load_refresh_s = 0"), "gateway.load_refresh_s must be"),
         (lambda t: t.replace("affinity_imbalance = 1", "affinity_imbalance = -1"), "gateway.affinity_imbalance"),
@@ -115,7 +115,7 @@ def test_the_cli_explains_a_bad_config_and_exits_2(tmp_path):
     result = invoke("cloud", "gateway")
     assert result.exit_code == 2 and "--replica HOST:PORT" in result.output
     text = GOOD.replace('replica_api_key_env = "TEST_REPLICA_KEY"', 'replica_api_key = "tdm_replica"')
-    path = _write(tmp_path, text.replace('policy = "p2c"', 'policy = "random"'))
+    path = _write(tmp_path, text.replace('policy = "p2c"', 'policy = "fastest"'))
     result = invoke("cloud", "gateway", "-c", str(path))
     assert result.exit_code == 2 and "gateway.policy must be one of" in result.output
     result = invoke("cloud", "gateway", "--replica", "127.0.0.1:1")  # no keys and not allowed to run without
