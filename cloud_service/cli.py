@@ -40,6 +40,8 @@ def serve(
     host: str = typer.Option(None, help="Override server.host."),
     port: int = typer.Option(None, min=0, max=65535, help="Override server.port (0: any free port)."),
     metrics_port: int = typer.Option(None, min=0, max=65535, help="Override server.metrics_port (0: off)."),
+    http_port: int = typer.Option(None, min=0, max=65535,
+                                  help="Serve OpenAI-compatible HTTP on this port too (server.http_port; 0: any)."),
     allow_unauthenticated: bool = typer.Option(None, help="Serve without API keys (local experiments only)."),
 ) -> None:
     """Run a replica: the configured engines behind the Inference service until SIGTERM, then drain."""
@@ -59,7 +61,7 @@ def serve(
             raise ConfigError("give --config FILE, or --model FOLDER (with --allow-unauthenticated or a config)")
         if engine not in ENGINES:
             raise ConfigError(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
-        flags = {"host": host, "port": port, "metrics_port": metrics_port,
+        flags = {"host": host, "port": port, "metrics_port": metrics_port, "http_port": http_port,
                  "allow_unauthenticated": allow_unauthenticated}
         extra = (ModelConfig(name or model.name, model, engine),) if model is not None else ()
         if config is not None:
@@ -81,6 +83,8 @@ def gateway(
     host: str = typer.Option(None, help="Override server.host."),
     port: int = typer.Option(None, min=0, max=65535, help="Override server.port (0: any free port)."),
     metrics_port: int = typer.Option(None, min=0, max=65535, help="Override server.metrics_port (0: off)."),
+    http_port: int = typer.Option(None, min=0, max=65535,
+                                  help="Serve OpenAI-compatible HTTP on this port too (server.http_port; 0: any)."),
     replica: list[str] = typer.Option(None, "--replica", metavar="HOST:PORT",
                                       help="A replica (repeatable); replaces gateway.replicas and discovery_dns."),
     policy: str = typer.Option(None, help="Override gateway.policy: round_robin, random, least_loaded, "
@@ -101,7 +105,7 @@ def gateway(
 
     configure()
     try:
-        flags = {"host": host, "port": port, "metrics_port": metrics_port,
+        flags = {"host": host, "port": port, "metrics_port": metrics_port, "http_port": http_port,
                  "allow_unauthenticated": allow_unauthenticated, "replicas": tuple(replica or ()) or None,
                  "policy": policy}
         if config is not None:
@@ -112,6 +116,7 @@ def gateway(
             settings = GatewayConfig(
                 gateway=GatewaySettings(replicas=tuple(replica), **({"policy": policy} if policy else {})),
                 front_door=FrontDoorConfig.from_flags({"host": host, "port": port, "metrics_port": metrics_port,
+                                                       "http_port": http_port,
                                                        "allow_unauthenticated": allow_unauthenticated}),
             )
         asyncio.run(serve_gateway(settings, config))

@@ -23,6 +23,8 @@
     │       ├── BundleUnavailableError  no such bundle/version, or the server cannot be reached: retry later
     │       ├── DownloadDeniedError   the server refused the credentials: fix the API key
     │       └── DownloadIntegrityError  bytes received do not match the signed manifest: retry (resumes)
+    ├── BadRequest                    inside the OpenAI HTTP layer only (``cloud_service.openai_api``): a body it
+    │                                 cannot answer, answered 400 naming ``param``; also a ValueError
     └── RoutingError                  inside the gateway only: answered to its caller as a gRPC status
         ├── NoReplicaError            no replica serves the model, or none that does can take work now
         └── QueueFullError            every replica is saturated and the gateway's queue is full (or timed out)

@@ -74,7 +74,8 @@ class ReplicaServer:
         """Bind, start serving and mark every service SERVING; returns the bound port."""
         port = await self.listener.start()
         log.info("serving", extra={"fields": {
-            "port": port, "metrics_port": self.metrics_port, "tls": self.config.front_door.tls is not None,
+            "port": port, "metrics_port": self.metrics_port, "http_port": self.listener.http_port,
+            "tls": self.config.front_door.tls is not None,
             "models": [f"{m.name}@{m.version}" for m in self.models],
         }})
         return port

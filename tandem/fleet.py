@@ -98,6 +98,8 @@ class FleetSettings:
     """Seeds the gateway's random choices (balancing, version split, backoff) each time it starts."""
     drain_timeout_s: float = STOP_GRACE_S
     """Every server's server.drain_timeout_s."""
+    gateway_http: bool = False
+    """The gateway also serves OpenAI-compatible HTTP (``LocalFleet.http_url``), on a free port."""
 
 
 class LocalFleet:
@@ -145,6 +147,13 @@ class LocalFleet:
         if not self.gateway_port:
             raise RuntimeError("the fleet is not started: use `async with LocalFleet(...)` or await start()")
         return f"{HOST}:{self.gateway_port}"
+
+    @property
+    def http_url(self) -> str:
+        """The gateway's OpenAI-compatible base URL (``FleetSettings.gateway_http``), e.g. for ``openai.OpenAI``."""
+        if self.gateway is None or not self.gateway.listener.http_port:
+            raise RuntimeError("the gateway serves no HTTP: start the fleet with FleetSettings(gateway_http=True)")
+        return f"http://{HOST}:{self.gateway.listener.http_port}/v1"
 
     @property
     def addresses(self) -> list[str]:
@@ -248,7 +257,7 @@ class LocalFleet:
         return GatewayConfig(
             gateway=GatewaySettings(replicas=tuple(self.addresses[i] for i in members), **fields),
             front_door=FrontDoorConfig(host=HOST, port=self.gateway_port, drain_timeout_s=self.settings.drain_timeout_s,
-                                       tenants=self._callers),
+                                       tenants=self._callers, http_port=0 if self.settings.gateway_http else None),
             distribution=self.distribution,
         )
 

@@ -5,6 +5,7 @@ replica's and the gateway's TOML files share, read and checked once into ``Front
     host = "0.0.0.0"
     port = 50051
     metrics_port = 9400          # Prometheus /metrics over HTTP; 0 turns it off
+    http_port = 8080             # OpenAI-compatible HTTP (cloud_service.openai_api); 0: any free port; unset: off
     drain_timeout_s = 30         # SIGTERM: in-flight streams get this long to finish
     log_prompts = false          # prompts and answers are never logged unless this is true
     allow_unauthenticated = false  # true only for local experiments: no [[tenants]] needed
@@ -44,7 +45,8 @@ from cloud_service.errors import ConfigError
 
 TABLES = ("server", "limits", "tls", "tenants")
 """The TOML tables a front door reads."""
-SERVER_FIELDS = {"host", "port", "metrics_port", "drain_timeout_s", "log_prompts", "allow_unauthenticated"}
+SERVER_FIELDS = {"host", "port", "metrics_port", "http_port", "drain_timeout_s", "log_prompts",
+                 "allow_unauthenticated"}
 TENANT_FIELDS = {"name", "key_sha256", "requests_per_minute", "tokens_per_minute", "models"}
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -82,6 +84,8 @@ class FrontDoorConfig:
     host: str = "127.0.0.1"
     port: int = 50051
     metrics_port: int = 0
+    http_port: int | None = None
+    """OpenAI-compatible HTTP on this port (0: any free one); None: no HTTP."""
     drain_timeout_s: float = 30.0
     log_prompts: bool = False
     allow_unauthenticated: bool = False
@@ -95,8 +99,9 @@ class FrontDoorConfig:
                 "tenants: no [[tenants]] with API keys are configured; add one (`tandem cloud new-key NAME`) or "
                 "set server.allow_unauthenticated = true for a local experiment"
             )
-        for name, value in (("port", self.port), ("metrics_port", self.metrics_port)):
-            if not 0 <= value <= 65535:
+        ports = (("port", self.port), ("metrics_port", self.metrics_port), ("http_port", self.http_port))
+        for name, value in ports:
+            if value is not None and not 0 <= value <= 65535:
                 raise ConfigError(f"server.{name} must lie in 0..65535, got {value}")
         if self.drain_timeout_s < 0:
             raise ConfigError(f"server.drain_timeout_s must be >= 0, got {self.drain_timeout_s}")
@@ -168,6 +173,7 @@ def parse_front_door(data: dict[str, Any], base: Path) -> FrontDoorConfig:
         host=expect(server, "host", str, "server", "127.0.0.1"),
         port=expect(server, "port", int, "server", 50051),
         metrics_port=expect(server, "metrics_port", int, "server", 0),
+        http_port=expect(server, "http_port", int, "server", None),
         drain_timeout_s=float(expect(server, "drain_timeout_s", (int, float), "server", 30.0)),
         log_prompts=expect(server, "log_prompts", bool, "server", False),
         allow_unauthenticated=expect(server, "allow_unauthenticated", bool, "server", False),

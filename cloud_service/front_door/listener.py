@@ -6,7 +6,9 @@
     await listener.drain()             # readiness NOT_SERVING, new calls UNAVAILABLE, in-flight calls finish
     await listener.stop()
 
-The server runs the auth interceptor (``cloud_service.auth``: API keys -> tenants; health and reflection need
+With ``[server] http_port`` set, OpenAI-compatible HTTP (``cloud_service.openai_api``) is served beside gRPC;
+its calls enter through a loopback-only gRPC port, so they pass the same front door. The server runs the auth
+interceptor (``cloud_service.auth``: API keys -> tenants; health and reflection need
 none), bounds message sizes, and accepts the clients' keepalive pings. Next to the Inference servicer it
 serves ``grpc.health.v1``, reflection, and ModelDistribution when ``distribution`` names bundles. Liveness (the
 "" service) stays SERVING through a drain; readiness (Inference, ModelDistribution) turns NOT_SERVING.
@@ -103,6 +105,9 @@ class Listener:
         reflection.enable_server_reflection(services, self.server)
         self.port = 0
         self.metrics_port = 0
+        self.http_port = 0
+        """The OpenAI-compatible HTTP port (0 when [server] http_port is unset)."""
+        self.http: Any = None
 
     def _refused(self, method: str, code: grpc.StatusCode) -> None:
         if method == GENERATE_METHOD:
@@ -116,7 +121,14 @@ class Listener:
             self.port = self.server.add_insecure_port(address)
         else:
             self.port = self.server.add_secure_port(address, server_credentials(self.config.tls))
+        hop = self.server.add_insecure_port("127.0.0.1:0") if self.config.http_port is not None else 0
         await self.server.start()
+        if self.config.http_port is not None:  # HTTP calls come in through gRPC, on a loopback-only port
+            from cloud_service.openai_api.server import HttpFrontDoor
+
+            self.http = HttpFrontDoor(f"127.0.0.1:{hop}", limits=self.config.limits,
+                                      draining=lambda: self.admission.draining)
+            self.http_port = await self.http.start(self.config.host, self.config.http_port, self.config.tls)
         if self.config.metrics_port:
             self.metrics_port = self.metrics.serve(self.config.metrics_port, self.config.host)
         for service in ("", *self.readiness):
@@ -147,6 +159,8 @@ class Listener:
         """Every service NOT_SERVING, then stop: calls still running get ``grace_s`` before they are cancelled."""
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace_s)
+        if self.http is not None:
+            await self.http.stop()
 
 
 __all__ = ["DISTRIBUTION_SERVICE", "INFERENCE_SERVICE", "FrontDoorServicer", "Listener", "server_credentials"]

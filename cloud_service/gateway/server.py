@@ -101,7 +101,8 @@ class GatewayServer:
             self._loops.append(loop.create_task(self.quota_peers.run(), name="tandem-gateway-quota-peers"))
         settings = self.config.gateway
         log.info("serving", extra={"fields": {
-            "port": port, "metrics_port": self.metrics_port, "tls": self.config.front_door.tls is not None,
+            "port": port, "metrics_port": self.metrics_port, "http_port": self.listener.http_port,
+            "tls": self.config.front_door.tls is not None,
             "policy": settings.policy, "replicas": sorted(self.membership.replicas),
             "available": len(self.membership.available()), "discovery_dns": settings.discovery_dns,
         }})

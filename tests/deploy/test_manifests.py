@@ -245,9 +245,10 @@ def test_clients_reach_three_spread_gateways_and_disruptions_take_one_at_a_time(
     assert pod["affinity"]["podAntiAffinity"]
     service = _one(objects, "Service", GATEWAY)
     assert service["spec"]["type"] == "ClusterIP" and _selects(service["spec"]["selector"], labels)
-    port = _toml(objects, gateway)["server"]["port"]
-    assert [p["targetPort"] for p in service["spec"]["ports"]] == ["grpc"] == [
-        p["name"] for p in _container(gateway)["ports"] if p["containerPort"] == port]
+    server = _toml(objects, gateway)["server"]
+    assert [p["targetPort"] for p in service["spec"]["ports"]] == ["grpc", "http"]
+    for name, port in (("grpc", server["port"]), ("http", server["http_port"])):  # gRPC and OpenAI-compatible HTTP
+        assert [p["name"] for p in _container(gateway)["ports"] if p["containerPort"] == port] == [name]
     for name in (GATEWAY, REPLICA):
         budget = _one(objects, "PodDisruptionBudget", name)
         pod_labels = _one(objects, "Deployment", name)["spec"]["template"]["metadata"]["labels"]
