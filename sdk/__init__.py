@@ -11,8 +11,8 @@ Rooms: ``policy`` (the configuration), ``signals/`` (memory, battery, thermal, c
 each ``generate`` a ``SideStream`` that carries the model serving it), ``orchestrator`` (fallback, failover,
 cascade; it owns the routing state), ``client`` (the OpenAI-shaped surface), ``route``, ``completions``,
 ``telemetry``, ``provisioning`` (bundle download), ``errors`` (one root, ``TandemError``). It imports only
-``edge_runtime`` and the cloud's client side. Install with the ``edge`` extra; importing ``sdk`` never loads
-torch or transformers.
+``edge_runtime`` and the cloud's client side (gRPC, or httpx for an OpenAI-compatible cloud). Install with
+the ``edge`` extra; importing ``sdk`` never loads torch or transformers.
 """
 
 from importlib.metadata import version as _version
@@ -30,6 +30,7 @@ from sdk.completions import (
 from sdk.errors import ClientClosedError, ClosedError, NoRouteError, PolicyError, RequestError, TandemError
 from sdk.policy import (
     CascadeSettings,
+    CloudApi,
     CloudSettings,
     DeviceSettings,
     Mode,
@@ -39,7 +40,7 @@ from sdk.policy import (
     load_policy,
 )
 from sdk.reasons import Reason, Side
-from sdk.route import Attempt, Route, Switch, SwitchKind
+from sdk.route import Attempt, Continuation, Route, Switch, SwitchKind
 from sdk.signals.errors import SignalError, SignalsClosedError
 from sdk.telemetry import RequestRecord
 
@@ -59,8 +60,10 @@ __all__ = [
     "ChunkChoice",
     "ClientClosedError",
     "ClosedError",
+    "CloudApi",
     "CloudSettings",
     "CompletionUsage",
+    "Continuation",
     "DeviceSettings",
     "HybridClient",
     "Mode",

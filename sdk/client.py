@@ -31,6 +31,7 @@ from edge_runtime.types import GenerationRequest, Message, SamplingParams, Token
 from sdk.backends.cloud import CloudSide
 from sdk.backends.edge import EdgeSide
 from sdk.backends.failure import SideFailure
+from sdk.backends.openai_cloud import OpenAICloudSide
 from sdk.completions import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -42,7 +43,7 @@ from sdk.completions import (
 )
 from sdk.errors import ClientClosedError, RequestError
 from sdk.orchestrator import Orchestrator
-from sdk.policy import Mode, Policy, load_policy
+from sdk.policy import CloudApi, Mode, Policy, load_policy
 from sdk.provisioning import Provisioner
 from sdk.route import Route, RouteBuilder
 from sdk.signals.hub import SignalHub
@@ -210,8 +211,10 @@ class AsyncHybridClient:
         mode = self.policy.routing.mode
         self.edge = EdgeSide(self.policy.device) if self.policy.device.configured and mode is not Mode.CLOUD_ONLY \
             else None
-        self.cloud = CloudSide(self.policy.cloud) if self.policy.cloud.configured and mode is not Mode.LOCAL_ONLY \
-            else None
+        self.cloud: CloudSide | OpenAICloudSide | None = None
+        if self.policy.cloud.configured and mode is not Mode.LOCAL_ONLY:
+            openai = self.policy.cloud.api is CloudApi.OPENAI
+            self.cloud = OpenAICloudSide(self.policy.cloud) if openai else CloudSide(self.policy.cloud)
         self.link: LinkMonitor | None = None
         if signals is None:
             signals = SignalHub(link=self._link_monitor())
@@ -223,7 +226,7 @@ class AsyncHybridClient:
         self.telemetry = Telemetry(on_record)
         self.orchestrator = Orchestrator(self.policy, edge=self.edge, cloud=self.cloud, signals=self.signals)
         self.provisioner: Provisioner | None = None
-        if self.policy.device.provision_bundle and self.edge is not None and self.cloud is not None:
+        if self.policy.device.provision_bundle and self.edge is not None and isinstance(self.cloud, CloudSide):
             self.provisioner = Provisioner(self.policy.device.provision_bundle, self.edge, self.cloud)
         self.chat = _AsyncChat(self)
         self._closed = False
@@ -235,6 +238,12 @@ class AsyncHybridClient:
         from sdk.signals.link import LinkMonitor
 
         settings = self.policy.cloud
+        if isinstance(self.cloud, OpenAICloudSide):
+            from sdk.signals.http_link import HttpLinkMonitor
+
+            self.link = HttpLinkMonitor(self.cloud.base_url, api_key=settings.resolved_api_key(),
+                                        verify=self.cloud.verify, interval_s=settings.health_interval_s)
+            return self.link
         # The Inference service's readiness: NOT_SERVING while a replica or the gateway drains.
         self.link = LinkMonitor(settings.target or "", service="tandem.v1.Inference",
                                 api_key=settings.resolved_api_key(), tls=self.cloud.client_tls(),

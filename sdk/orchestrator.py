@@ -5,7 +5,8 @@
              -> device --(a token among the first `window` below min_logprob)--> cloud  (escalation)
 
 The caller's stream never repeats or loses text: the continuing side gets the original request with the
-text delivered so far as its assistant prefix (and max_tokens reduced by the tokens delivered). The delivered
+text delivered so far as its assistant prefix (and max_tokens reduced by the tokens delivered). A side that
+streams text without token ids (an OpenAI-compatible server) counts each text delta as one token. The delivered
 tail also travels as token ids (``prefix_tokens``) tagged with the vocabulary that produced them: a side with
 the same vocabulary continues from exactly those ids, so a greedy answer equals an uninterrupted one. With the
 cascade on, the device's first ``window_tokens`` tokens are held back until they pass the check, so nothing
@@ -26,7 +27,6 @@ from typing import Protocol
 
 from cloud_service.backoff import backoff_delay
 from edge_runtime.types import GenerationRequest, PrefixTokens, TokenEvent, Usage
-from sdk.backends.cloud import CloudSide
 from sdk.backends.edge import EdgeSide
 from sdk.backends.failure import LinkFailure, SideFailure
 from sdk.backends.stream import SideStream
@@ -37,7 +37,7 @@ from sdk.difficulty import Difficulty, DifficultyEstimator
 from sdk.errors import NoRouteError
 from sdk.policy import Mode, Policy
 from sdk.reasons import Reason, Side
-from sdk.route import RouteBuilder, SwitchKind
+from sdk.route import Continuation, RouteBuilder, SwitchKind
 from sdk.signals.hub import SignalHub
 
 
@@ -49,6 +49,12 @@ class SideBackend(Protocol):
 
 class _Escalate(Exception):
     pass
+
+
+def counts(event: TokenEvent) -> bool:
+    """Whether an event is a token of the answer: one with an id, or a text delta of a side that streams text
+    without ids (an OpenAI-compatible server). The closing event of an aborted stream is neither."""
+    return event.token_id is not None or bool(event.text)
 
 
 async def cascade(events: AsyncIterator[TokenEvent], window: int, min_logprob: float) -> AsyncIterator[TokenEvent]:
@@ -90,6 +96,10 @@ class Delivered:
         if self.ids:
             self.ids_text += event.text
         if event.token_id is None:
+            if event.text:  # a text delta without ids: it counts, and the ids no longer reach the end of text
+                self.tokens += 1
+                self.unreleased = 0
+                self.vocabulary, self.ids, self.ids_text = "", [], ""
             return
         self.tokens += 1
         self.unreleased = 0 if event.text else self.unreleased + 1
@@ -126,7 +136,7 @@ def continuation(request: GenerationRequest, delivered: Delivered, attempt: int)
 class Orchestrator:
     """Runs requests on the sides: owns the routing state (bundle router, cascade) and the per-side breakers."""
 
-    def __init__(self, policy: Policy, *, edge: EdgeSide | None, cloud: CloudSide | None, signals: SignalHub,
+    def __init__(self, policy: Policy, *, edge: EdgeSide | None, cloud: SideBackend | None, signals: SignalHub,
                  rng: random.Random | None = None) -> None:
         self.policy = policy
         self.edge = edge
@@ -176,7 +186,7 @@ class Orchestrator:
         while True:
             backend = self.sides[side]
             breaker = self.breakers[side]
-            got = 0
+            got, with_ids = 0, False
             if not breaker.allow():
                 failures[str(side)] = "circuit breaker open"
                 exhausted.add(side)
@@ -198,17 +208,24 @@ class Orchestrator:
                 try:
                     async with aclosing(events):
                         async for event in events:
-                            got += event.token_id is not None
+                            counted = counts(event)
+                            got += counted
+                            with_ids |= event.token_id is not None
                             delivered.add(event, stream.vocabulary)
-                            route.token(event.text, event.token_id is not None)
+                            route.token(event.text, counted)
                             if event.finish_reason is not None and event.usage is not None:
+                                # A text-only side's own count beats counting its deltas (one may hold several
+                                # tokens); with ids, every token was an event.
+                                done = delivered.tokens if with_ids else delivered.tokens - got + \
+                                    event.usage.completion_tokens
                                 event = dataclasses.replace(event, usage=Usage(
-                                    event.usage.prompt_tokens, delivered.tokens, event.usage.cached_tokens))
+                                    event.usage.prompt_tokens, done, event.usage.cached_tokens))
                             yield event
                     breaker.success()
                     if side is Side.CLOUD:
                         self._link_heard(True)
-                    route.attempt(side, stream.model, stream.version, got, True)
+                    route.attempt(side, stream.model, stream.version, got, True, detail=stream.note,
+                                  continuation=_continued(sub, stream))
                     route.finished_at = time.perf_counter()
                     return
                 except _Escalate:
@@ -221,7 +238,8 @@ class Orchestrator:
                     breaker.failure()
                     if isinstance(caught, LinkFailure):
                         self._link_heard(False)
-                    route.attempt(side, stream.model, stream.version, got, False, caught.code, caught.detail)
+                    route.attempt(side, stream.model, stream.version, got, False, caught.code, caught.detail,
+                                  _continued(sub, stream))
                     failures[str(side)] = caught.detail
                     if not caught.retryable or tries[side] >= self.policy.retry.attempts:
                         exhausted.add(side)
@@ -237,8 +255,24 @@ class Orchestrator:
                 route.switch(SwitchKind.RETRY, side, side, failure.reason, failure.code)
                 retry = self.policy.retry
                 if not got:
-                    await asyncio.sleep(backoff_delay(tries[side] - 1, base_s=retry.base_delay_s,
-                                                      cap_s=retry.max_delay_s, rng=self.rng))
+                    delay = backoff_delay(tries[side] - 1, base_s=retry.base_delay_s, cap_s=retry.max_delay_s,
+                                          rng=self.rng)
+                    if failure.retry_after_s is not None:  # the side asked for a pause (HTTP 429), within the cap
+                        delay = max(delay, min(failure.retry_after_s, retry.max_delay_s))
+                    await asyncio.sleep(delay)
                 continue
             raise NoRouteError(failures)
 
+
+
+def _continued(request: GenerationRequest, stream: SideStream) -> Continuation:
+    """How ``stream`` went on from ``request``'s assistant prefix: as its side said, else from the prefix's
+    token ids when they are of the stream's vocabulary, else from the text."""
+    if not request.assistant_prefix:
+        return Continuation.NONE
+    if stream.continuation is not None:
+        return stream.continuation
+    tokens = request.prefix_tokens
+    if tokens is not None and stream.vocabulary and tokens.vocabulary == stream.vocabulary:
+        return Continuation.TOKENS
+    return Continuation.PREFILL

@@ -15,6 +15,10 @@
     model = "assistant"
     api_key_env = "TANDEM_API_KEY"
 
+The cloud is a Tandem gateway or replica over gRPC (``api = "grpc"``, the default, with ``target``), or any
+OpenAI-compatible server over HTTP (``api = "openai"``, with ``base_url`` such as "http://127.0.0.1:8080/v1":
+vLLM, llama.cpp's servers, Tandem's own HTTP endpoint, a hosted API).
+
 Every value is checked where it is built; a bad one raises PolicyError naming the field (``cloud.target``,
 ``routing.mode``...) and saying what is allowed. Unknown keys are errors too (a typo must not silently fall
 back to a default).
@@ -173,10 +177,47 @@ class DeviceSettings:
         return self.bundle is not None
 
 
+class CloudApi(StrEnum):
+    GRPC = "grpc"
+    """A Tandem gateway or replica (``tandem.v1.Inference`` over gRPC) at ``target``."""
+    OPENAI = "openai"
+    """Any OpenAI-compatible server (``POST {base_url}/chat/completions``, streamed) at ``base_url``."""
+
+
+_GRPC_ONLY = ("model_version", "tenant", "tls_server_name")
+"""Settings only the gRPC side reads: set with ``api = "openai"`` they would silently do nothing."""
+
+
+def check_base_url(where: str, url: str) -> None:
+    """An OpenAI-compatible API root: http(s)://host[:port][/path], e.g. "http://127.0.0.1:8080/v1"."""
+    from urllib.parse import urlsplit
+
+    if not isinstance(url, str) or not url:
+        raise PolicyError(where, f"must be a URL like 'http://127.0.0.1:8080/v1', got {url!r}")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise PolicyError(where, f"{url!r} is not a URL: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in url):
+        raise PolicyError(where, f"{url!r} is not an http:// or https:// URL with a host "
+                                 "(e.g. 'http://127.0.0.1:8080/v1', 'https://api.example.com/v1')")
+    if parts.query or parts.fragment:
+        raise PolicyError(where, f"{url!r} has a query or fragment; give the API root only")
+    if port is not None and not 1 <= port <= 65535:
+        raise PolicyError(where, f"port {port} is out of range")
+
+
 @dataclass(frozen=True)
 class CloudSettings:
     target: str | None = None
-    """The gateway or replica, e.g. "models.example.com:443"."""
+    """The gateway or replica, e.g. "models.example.com:443" (``api = "grpc"``)."""
+    api: CloudApi = CloudApi.GRPC
+    """How the cloud is spoken to: "grpc" (a Tandem gateway or replica) or "openai" (any OpenAI-compatible
+    server at ``base_url``)."""
+    base_url: str | None = None
+    """The OpenAI-compatible API root (``api = "openai"``), e.g. "http://127.0.0.1:8080/v1"; https:// uses TLS
+    (``tls_ca`` to trust a private CA, ``tls_cert``/``tls_key`` for mutual TLS)."""
     model: str = ""
     model_version: str = ""
     api_key: str | None = field(default=None, repr=False)
@@ -196,6 +237,14 @@ class CloudSettings:
     """How often the link monitor checks the cloud's health service."""
 
     def __post_init__(self) -> None:
+        try:
+            object.__setattr__(self, "api", CloudApi(self.api))
+        except ValueError:
+            raise PolicyError("cloud.api", f"{self.api!r} is not one of grpc, openai") from None
+        if self.api is CloudApi.OPENAI:
+            self._check_openai()
+        elif self.base_url is not None:
+            raise PolicyError("cloud.base_url", "is for api = \"openai\"; a gRPC cloud takes target")
         if self.target is not None:
             check_target("cloud.target", self.target)
             if not isinstance(self.model, str) or not self.model:
@@ -214,9 +263,27 @@ class CloudSettings:
         _number("cloud.first_token_timeout_s", self.first_token_timeout_s, low=0, low_open=True)
         _number("cloud.health_interval_s", self.health_interval_s, low=0, low_open=True)
 
+    def _check_openai(self) -> None:
+        if self.target is not None:
+            raise PolicyError("cloud.target", "api = \"openai\" takes base_url (e.g. 'http://127.0.0.1:8080/v1'), "
+                                              "not a gRPC target")
+        if self.base_url is None:
+            raise PolicyError("cloud.base_url", "api = \"openai\" needs the server's API root, e.g. "
+                                                "'http://127.0.0.1:8080/v1'")
+        check_base_url("cloud.base_url", self.base_url)
+        object.__setattr__(self, "base_url", self.base_url.rstrip("/"))
+        if not isinstance(self.model, str) or not self.model:
+            raise PolicyError("cloud.model", "name the model to ask for (as GET {base_url}/models lists it)")
+        for name in _GRPC_ONLY:
+            if getattr(self, name):
+                raise PolicyError(f"cloud.{name}", "is read by the gRPC side only (api = \"grpc\")")
+        secure = self.base_url.startswith("https://")
+        if not secure and (self.tls or self.tls_ca is not None or self.tls_cert is not None):
+            raise PolicyError("cloud.base_url", "TLS settings need an https:// URL")
+
     @property
     def configured(self) -> bool:
-        return self.target is not None
+        return self.target is not None or self.base_url is not None
 
     @property
     def uses_tls(self) -> bool:
@@ -311,11 +378,16 @@ class Policy:
         if mode is Mode.LOCAL_ONLY and not self.device.configured:
             raise PolicyError("device.bundle", "routing.mode = local_only needs a device bundle")
         if mode is Mode.CLOUD_ONLY and not self.cloud.configured:
-            raise PolicyError("cloud.target", "routing.mode = cloud_only needs a cloud target")
+            raise PolicyError("cloud.target", "routing.mode = cloud_only needs a cloud target (or api = \"openai\" "
+                                              "and base_url)")
         if not self.device.configured and not self.cloud.configured:
             raise PolicyError("device.bundle", "configure a device bundle, a cloud target, or both")
         if self.device.provision_bundle and not self.cloud.configured:
             raise PolicyError("cloud.target", "device.provision_bundle downloads from the cloud: set cloud.target")
+        if self.device.provision_bundle and self.cloud.api is CloudApi.OPENAI:
+            raise PolicyError("device.provision_bundle", "bundles come from Tandem's ModelDistribution service "
+                                                         "over gRPC; an OpenAI-compatible cloud (api = \"openai\") "
+                                                         "has none")
 
     def with_mode(self, mode: Mode | str) -> Policy:
         return replace(self, routing=replace(self.routing, mode=Mode(mode)))

@@ -25,6 +25,23 @@ class SwitchKind(StrEnum):
     """The confidence cascade sent the request from the device to the cloud."""
 
 
+class Continuation(StrEnum):
+    """How an attempt that started from delivered text (a failover, or the caller's ``assistant_prefix``)
+    went on from it."""
+
+    NONE = ""
+    """It started a fresh answer (nothing had been delivered)."""
+    TOKENS = "tokens"
+    """From the delivered token ids (same vocabulary): a greedy answer equals the uninterrupted one."""
+    PREFILL = "prefill"
+    """From the delivered text as the start of its own answer (re-tokenized; an OpenAI-compatible server that
+    honours ``continue_final_message``)."""
+    WITHOUT_PREFILL = "without_prefill"
+    """The server cannot continue an answer: it got the delivered text as an earlier assistant turn and
+    answered anew; any start of its answer that repeated the delivered text was cut (the attempt's detail
+    says how much). The text is whole and not repeated, but it is not the model's own continuation."""
+
+
 @dataclass(frozen=True)
 class Switch:
     kind: SwitchKind
@@ -49,6 +66,8 @@ class Attempt:
     ok: bool
     code: str = ""
     detail: str = ""
+    continuation: Continuation = Continuation.NONE
+    """How this attempt went on from the text delivered before it (NONE when it started the answer)."""
 
 
 @dataclass(frozen=True)
@@ -114,8 +133,8 @@ class RouteBuilder:
             self.first_token_at = time.perf_counter()
 
     def attempt(self, side: Side, model: str, version: str, tokens: int, ok: bool, code: str = "",
-                detail: str = "") -> None:
-        self.attempts.append(Attempt(side, model, version, tokens, ok, code, detail))
+                detail: str = "", continuation: Continuation = Continuation.NONE) -> None:
+        self.attempts.append(Attempt(side, model, version, tokens, ok, code, detail, continuation))
         if ok or tokens:
             self.side, self.model, self.version = side, model, version
 

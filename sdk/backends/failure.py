@@ -11,7 +11,8 @@ from sdk.reasons import Reason, Side
 
 
 class SideFailure(Exception):
-    def __init__(self, side: Side, reason: Reason, detail: str, *, retryable: bool, code: str = "") -> None:
+    def __init__(self, side: Side, reason: Reason, detail: str, *, retryable: bool, code: str = "",
+                 retry_after_s: float | None = None) -> None:
         super().__init__(f"{side}: {detail}")
         self.side = side
         self.reason = reason
@@ -19,7 +20,10 @@ class SideFailure(Exception):
         self.retryable = retryable
         """Trying the same side again may work (a timeout, a busy engine, UNAVAILABLE)."""
         self.code = code
-        """The error's short name (a gRPC status or an edge-runtime error class), for the route and metrics."""
+        """The error's short name (a gRPC status, "HTTP_<status>" or an edge-runtime error class), for the route
+        and metrics."""
+        self.retry_after_s = retry_after_s
+        """How long the side asked to be left alone before a retry (an HTTP 429's retry-after); None: no ask."""
 
 
 class LinkFailure(SideFailure):

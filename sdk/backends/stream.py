@@ -18,6 +18,7 @@ from typing import Self
 
 from edge_runtime.types import TokenEvent
 from sdk.reasons import Side
+from sdk.route import Continuation
 
 
 class SideStream:
@@ -31,6 +32,11 @@ class SideStream:
         """The serving model's version ("" until the side knows it)."""
         self.vocabulary = vocabulary
         """The serving model's vocabulary fingerprint ("" unknown): which sides can continue from its ids."""
+        self.continuation: Continuation | None = None
+        """How the side went on from the request's assistant prefix, when the side knows better than the
+        orchestrator's guess (which goes by the prefix's token ids and this stream's vocabulary)."""
+        self.note = ""
+        """What the side wants the route to say about this stream (e.g. text it cut), "" for nothing."""
         self._events = events(self)
 
     def serving(self, model: str, version: str, vocabulary: str) -> None:

@@ -9,12 +9,14 @@ the cloud link, cached and refreshed off the request path.
 
 The modules, one concern each: ``types`` (the snapshot), ``memory`` / ``battery`` / ``thermal`` (providers on
 psutil and the OS), ``static`` (fixed readings a host app passes in), ``link_state`` (hysteresis and EWMA),
-``link`` (the gRPC health-check thread), ``hub`` (the cache), ``errors``. Importing this package opens no
-socket, starts no thread and imports no gRPC: that happens when a ``LinkMonitor`` runs its first check.
+``link`` (the gRPC health-check thread), ``http_link`` (the same for an OpenAI-compatible server: GET /models),
+``hub`` (the cache), ``errors``. Importing this package opens no socket, starts no thread and imports no gRPC:
+that happens when a ``LinkMonitor`` runs its first check.
 """
 
 from sdk.signals.battery import MAINS, BatteryProvider, BatteryReading, PsutilBattery
 from sdk.signals.errors import SignalError, SignalsClosedError
+from sdk.signals.http_link import HttpLinkMonitor
 from sdk.signals.hub import DEFAULT_REFRESH_S, UNSET, SignalHub
 from sdk.signals.link import DEFAULT_PROBE_INTERVAL_S, DEFAULT_PROBE_TIMEOUT_S, LinkMonitor
 from sdk.signals.link_state import (
@@ -42,6 +44,7 @@ __all__ = [
     "BatteryReading",
     "CgroupMemoryLimit",
     "CloudLink",
+    "HttpLinkMonitor",
     "Link",
     "LinkMonitor",
     "LinkTracker",
