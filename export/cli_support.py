@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, SpinnerColumn, Task, TaskID, TextColumn, TimeElapsedColumn
 
 from export.errors import ExportError
 
@@ -33,22 +33,68 @@ def cli_errors() -> Iterator[None]:
         raise typer.Exit(2) from exc
 
 
+HEARTBEAT_S = 30.0
+"""Off a terminal, a step that runs this long without a line prints one with its count and ETA."""
+MIN_LINE_S = 5.0
+"""Off a terminal, a step's changed description (a loss, a file name) prints at most this often, and always when
+it says the step is done: a log gets a line every few seconds, not one per update."""
+
+
 class _StepProgress(Progress):
-    """Rich's progress bar on a terminal; elsewhere (CI logs, pipes) one line per new step description, since
-    a redrawn bar only shows up there when it ends."""
+    """Rich's progress bar on a terminal; elsewhere (CI logs, pipes) a line per step as it starts, as its
+    description changes (at most every ``MIN_LINE_S``) and as it ends, and a heartbeat every ``HEARTBEAT_S`` of a
+    long quiet step (its count and ETA when known), since a redrawn bar only shows up there when it ends: a long
+    step never looks like a hang."""
+
+    def __init__(self, *columns, **options) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(*columns, **options)
+        self._said: dict[TaskID, float] = {}
+
+    def _say(self, task_id: TaskID, line: str) -> None:
+        task = self._tasks[task_id]
+        self._said[task_id] = self.get_time()
+        self.console.print(f"[{task.elapsed or 0.0:6.1f} s] {line}", highlight=False, markup=False)
+
+    def add_task(self, description: str, *args, **kwargs) -> TaskID:  # type: ignore[no-untyped-def, override]
+        task_id = super().add_task(description, *args, **kwargs)
+        if not self.console.is_terminal:
+            self._say(task_id, description)
+        return task_id
 
     def update(self, task_id, *, description: str | None = None, **changes) -> None:  # type: ignore[override]
-        if description is not None and not self.console.is_terminal:
-            task = self._tasks[task_id]
-            if description != task.description:
-                self.console.print(f"[{task.elapsed or 0.0:6.1f} s] {description}", highlight=False)
-        super().update(task_id, description=description, **changes)
+        super_update = super().update
+        if self.console.is_terminal:
+            super_update(task_id, description=description, **changes)
+            return
+        task = self._tasks[task_id]
+        changed = description is not None and description != task.description
+        super_update(task_id, description=description, **changes)
+        quiet = self.get_time() - self._said.get(task_id, task.start_time or 0.0)
+        if changed and (quiet >= MIN_LINE_S or task.description.endswith("done")):
+            self._say(task_id, task.description)
+        elif quiet >= HEARTBEAT_S:
+            self._say(task_id, f"{task.description}: still running{_count(task)}")
 
 
-def step_progress() -> Progress:
-    """A progress display for work made of named steps or counted units (use as a context manager)."""
+def _count(task: Task) -> str:
+    """", 12/40, ETA 1 min 3 s" for a counted task (what is known of it)."""
+    if task.total is None:
+        return ""
+    text = f", {task.completed:g}/{task.total:g}"
+    remaining = task.time_remaining
+    return text + (f", ETA {_duration(remaining)}" if remaining is not None else "")
+
+
+def _duration(seconds: float) -> str:
+    minutes, rest = divmod(int(seconds + 0.5), 60)
+    return f"{minutes} min {rest} s" if minutes else f"{rest} s"
+
+
+def step_progress(target: Console | None = None) -> Progress:
+    """A progress display for work made of named steps or counted units (use as a context manager), on
+    ``target`` (default: stderr)."""
     return _StepProgress(
-        SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console
+        SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=target or console
     )
 
 

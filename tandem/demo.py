@@ -36,7 +36,7 @@ from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.panel import Panel
-from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
+from rich.progress import Progress, TaskID
 from rich.table import Table
 
 if TYPE_CHECKING:
@@ -190,8 +190,10 @@ def routing_quality_plot(result: DemoResult, out_dir: Path) -> Path | None:
 
 
 def _progress(console: Console) -> Progress:
-    return Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
-                    console=console)
+    """Rich's bar on a terminal; a line per step, and a heartbeat on long ones, in a log or a pipe."""
+    from export.cli_support import step_progress
+
+    return step_progress(console)
 
 
 def ensure_models(console: Console, cache_dir: Path, size: str) -> tuple[TaskModels, bool]:

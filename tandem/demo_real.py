@@ -30,7 +30,7 @@ from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.panel import Panel
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import Progress
 from rich.table import Table
 
 from tandem.demo import route_cell, wait_until
@@ -92,8 +92,10 @@ class RealDemoResult:
 
 
 def _progress(console: Console) -> Progress:
-    return Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
-                    console=console)
+    """Rich's bar on a terminal; a line per step, and a heartbeat on long ones, in a log or a pipe."""
+    from export.cli_support import step_progress
+
+    return step_progress(console)
 
 
 def _model_digest(model: PretrainedModel) -> str:
