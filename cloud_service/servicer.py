@@ -27,7 +27,7 @@ import grpc
 from cloud_service.convert import chunk_from_events, request_from_wire
 from cloud_service.errors import DELIVERED_METADATA, DRAINING_METADATA
 from cloud_service.front_door.access_log import AccessLog, CallRecord
-from cloud_service.front_door.admission import Admission, CallKey, left_status, refuse, refused_status
+from cloud_service.front_door.admission import Admission, CallKey, refuse
 from cloud_service.front_door.config import Limits
 from cloud_service.front_door.listener import FrontDoorServicer
 from cloud_service.metrics import ServerMetrics
@@ -151,19 +151,8 @@ class InferenceServicer(FrontDoorServicer):
         self, wire: pb.GenerateRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.GenerateChunk]:
         record = CallRecord(wire.request_id, wire.tenant, wire.model, self._clock(), version=wire.model_version)
-        calls = self._generate(wire, context, record)
-        try:
-            async for chunk in calls:
-                yield chunk
-        except grpc.aio.AbortError:
-            record.status = refused_status(context)
-            raise
-        except (asyncio.CancelledError, GeneratorExit):
-            record.status = left_status(context)
-            raise
-        finally:
-            await calls.aclose()
-            self.access_log.finish(record, wire)
+        async for chunk in self.access_log.recorded(record, wire, context, self._generate(wire, context, record)):
+            yield chunk
 
     async def _generate(self, wire: pb.GenerateRequest, context: grpc.aio.ServicerContext,
                         record: CallRecord) -> AsyncIterator[pb.GenerateChunk]:

@@ -1,19 +1,24 @@
 """One access-log line and one metrics record per finished Generate call, the same for a replica and the
 gateway.
 
-A servicer fills a ``CallRecord`` as the call runs and hands it to ``AccessLog.finish`` once the call ends
-(whatever way it ends): the log line is a JSON object (``cloud_service.logs``) with the record's fields, the
-prompt only when ``log_prompts`` is on, and the server's metrics take the record through ``record_call``.
+A servicer fills a ``CallRecord`` as the call runs; ``AccessLog.recorded`` streams the call's chunks and, once
+it ends (whatever way it ends), sets the record's final status and hands it to ``AccessLog.finish``: the log
+line is a JSON object (``cloud_service.logs``) with the record's fields, the prompt only when ``log_prompts`` is
+on, and the server's metrics take the record through ``record_call``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import grpc
+
+from cloud_service.front_door.admission import left_status, refused_status
 from cloud_service.wire.v1 import inference_pb2 as pb
 
 
@@ -61,6 +66,23 @@ class AccessLog:
         self.metrics = metrics
         self.log_prompts = log_prompts
         self.clock = clock
+
+    async def recorded(self, record: CallRecord, wire: pb.GenerateRequest, context: grpc.aio.ServicerContext,
+                       calls: AsyncIterator[pb.GenerateChunk]) -> AsyncIterator[pb.GenerateChunk]:
+        """``calls``'s chunks; when it ends, the record takes the call's final status (a refusal's, or
+        CANCELLED / DEADLINE_EXCEEDED when the caller left) and is finished."""
+        try:
+            async for chunk in calls:
+                yield chunk
+        except grpc.aio.AbortError:
+            record.status = refused_status(context)
+            raise
+        except (asyncio.CancelledError, GeneratorExit):
+            record.status = left_status(context)
+            raise
+        finally:
+            await calls.aclose()  # type: ignore[attr-defined]
+            self.finish(record, wire)
 
     def finish(self, record: CallRecord, wire: pb.GenerateRequest) -> None:
         """The call ended: record its metrics and write its log line."""

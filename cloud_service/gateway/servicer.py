@@ -44,9 +44,7 @@ from cloud_service.front_door.access_log import AccessLog, CallRecord
 from cloud_service.front_door.admission import (
     Admission,
     CallKey,
-    left_status,
     refuse,
-    refused_status,
     retry_after_ms,
 )
 from cloud_service.front_door.config import Limits
@@ -124,19 +122,8 @@ class GatewayServicer(FrontDoorServicer):
                        context: grpc.aio.ServicerContext) -> AsyncIterator[pb.GenerateChunk]:
         record = CallRecord(wire.request_id, wire.tenant, wire.model, self._clock(), version=wire.model_version,
                             replica="", attempts=0)
-        calls = self._generate(wire, context, record)
-        try:
-            async for chunk in calls:
-                yield chunk
-        except grpc.aio.AbortError:
-            record.status = refused_status(context)
-            raise
-        except (asyncio.CancelledError, GeneratorExit):
-            record.status = left_status(context)
-            raise
-        finally:
-            await calls.aclose()
-            self.access_log.finish(record, wire)
+        async for chunk in self.access_log.recorded(record, wire, context, self._generate(wire, context, record)):
+            yield chunk
 
     async def _generate(self, wire: pb.GenerateRequest, context: grpc.aio.ServicerContext,
                         record: CallRecord) -> AsyncIterator[pb.GenerateChunk]:
@@ -219,7 +206,7 @@ class GatewayServicer(FrontDoorServicer):
                             f"{exc.code().name}: {exc.details()}", grpc.StatusCode.UNAVAILABLE
                         self._replica_failed(replica, exc)
                         break
-                    delay = await self._failed_before_first_chunk(replica, exc, record, context,
+                    delay = await self._failed_before_first_chunk(replica, exc, context,
                                                                   last_attempt=attempt == self.settings.max_attempts)
                     failure, code = f"replica {replica.address}: {exc.code().name}: {exc.details()}", exc.code()
                     retry_after = trailing_value(exc.trailing_metadata(), RETRY_AFTER_METADATA)
@@ -300,19 +287,17 @@ class GatewayServicer(FrontDoorServicer):
                 self._forward_abort(flight.replica, flight)
         self.router.queue.notify()
 
-    async def _failed_before_first_chunk(self, replica: Replica, exc: grpc.aio.AioRpcError, record: CallRecord,
+    async def _failed_before_first_chunk(self, replica: Replica, exc: grpc.aio.AioRpcError,
                                          context: grpc.aio.ServicerContext, *, last_attempt: bool) -> bool:
         """Answer the caller now when no other replica would do better; otherwise note why the request moves on
         and return whether to back off first (not after a draining replica's refusal)."""
         draining = self._replica_failed(replica, exc)
         code = exc.code()
         if code in GATEWAY_KEY_REFUSED:
-            record.status = "INTERNAL"
             await refuse(context, grpc.StatusCode.INTERNAL, f"replica {replica.address} refused the gateway's key "
                          f"({exc.details()}): check gateway.replica_api_key and the replica's [[tenants]]")
         reason = retry_reason(code, draining=draining)
         if reason is None:  # the caller's mistake: every replica would say the same
-            record.status = code.name
             passed = trailing_value(exc.trailing_metadata(), RETRY_AFTER_METADATA)
             await refuse(context, code, exc.details() or code.name, ((RETRY_AFTER_METADATA, passed),) if passed else ())
         if not last_attempt:

@@ -141,3 +141,31 @@ async def raw_generate(target: str, request: GenerationRequest, *, key: str = AC
             pass
         trailing = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in (await call.trailing_metadata()) or ()}
         return RawResult(tokens, versions, await call.code(), trailing, await call.details() or "")
+
+
+async def start_replica_process(config: Path, timeout_s: float = 30.0
+                                ) -> tuple[asyncio.subprocess.Process, int, asyncio.Task[None]]:
+    """`tandem cloud serve -c config` in a process of its own; its port (from its "serving" log line, within
+    ``timeout_s``), and a task draining its log."""
+    import json
+    import os
+    import sys
+
+    from tests.support import REPO
+
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tandem", "cloud", "serve", "-c", str(config), cwd=REPO,
+        stderr=asyncio.subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert process.stderr is not None
+    port = None
+    while port is None:
+        line = await asyncio.wait_for(process.stderr.readline(), timeout_s)
+        assert line, "the replica exited before serving"
+        if b'"message": "serving"' in line:
+            port = int(json.loads(line)["port"])
+
+    async def drain_log() -> None:
+        while await process.stderr.readline():  # type: ignore[union-attr]
+            pass
+
+    return process, port, asyncio.get_running_loop().create_task(drain_log())

@@ -6,11 +6,8 @@ failing every request ejected as an outlier, and the ejection's states."""
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import random
 import signal
-import sys
 from pathlib import Path
 
 import grpc
@@ -30,9 +27,9 @@ from tests.cloud_service.gateway.support import (
     raw_generate,
     replica_config,
     running_fleet,
+    start_replica_process,
     wait_until,
 )
-from tests.support import REPO
 
 TOKENS = 60
 
@@ -49,32 +46,12 @@ def _victim_config(folder: Path, port: int) -> Path:
     return path
 
 
-async def _start_victim(config: Path) -> tuple[asyncio.subprocess.Process, int, asyncio.Task[None]]:
-    """`tandem cloud serve` in a process of its own; its port, and a task draining its log."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tandem", "cloud", "serve", "-c", str(config), cwd=REPO,
-        stderr=asyncio.subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    assert process.stderr is not None
-    port = None
-    while port is None:
-        line = await asyncio.wait_for(process.stderr.readline(), 30)
-        assert line, "the replica exited before serving"
-        if b'"message": "serving"' in line:
-            port = int(json.loads(line)["port"])
-
-    async def drain_log() -> None:
-        while await process.stderr.readline():  # type: ignore[union-attr]
-            pass
-
-    return process, port, asyncio.get_running_loop().create_task(drain_log())
-
-
 def test_a_replica_killed_under_load_retries_queued_requests_and_resumes_started_ones(tmp_path):
     async def main():
         survivors = [ReplicaServer(replica_config(decode_step_s=0.01)) for _ in range(2)]
         for replica in survivors:
             await replica.start()
-        victim, port, log_task = await _start_victim(_victim_config(tmp_path, 0))
+        victim, port, log_task = await start_replica_process(_victim_config(tmp_path, 0))
         address = f"127.0.0.1:{port}"
         addresses = [f"127.0.0.1:{r.port}" for r in survivors] + [address]
         gateway = GatewayServer(gateway_config(addresses, policy="round_robin"), rng=random.Random(0))
@@ -96,7 +73,7 @@ def test_a_replica_killed_under_load_retries_queued_requests_and_resumes_started
             retries = sum(s.value for m in gateway.metrics.registry.collect() for s in m.samples
                           if s.name == "tandem_gateway_retries_total")
 
-            victim, _, log_task2 = await _start_victim(_victim_config(tmp_path, port))  # back, same address
+            victim, _, log_task2 = await start_replica_process(_victim_config(tmp_path, port))  # back, same address
             await wait_until(lambda: member.state is ReplicaState.ADMITTED, what="the victim to be re-admitted")
             after = await asyncio.gather(*(raw_generate(target, chat(i, tokens=4)) for i in range(6)))
             served_again = gateway.metrics.registry.get_sample_value(
@@ -127,7 +104,7 @@ def test_a_replica_killed_under_load_retries_queued_requests_and_resumes_started
 
 def test_streams_whose_only_replica_dies_end_unavailable_with_the_tokens_delivered(tmp_path):
     async def main():
-        victim, port, log_task = await _start_victim(_victim_config(tmp_path, 0))
+        victim, port, log_task = await start_replica_process(_victim_config(tmp_path, 0))
         gateway = GatewayServer(gateway_config([f"127.0.0.1:{port}"]), rng=random.Random(0))
         await gateway.start()
         target = f"127.0.0.1:{gateway.port}"

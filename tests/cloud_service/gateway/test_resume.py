@@ -5,10 +5,7 @@ during 32 greedy streams: none fails, and every answer equals the engine's unint
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import random
-import sys
 from pathlib import Path
 
 import grpc
@@ -23,8 +20,13 @@ from cloud_service.gateway.resume import Resume
 from cloud_service.wire.v1 import inference_pb2 as pb
 from cloud_service.wire.v1 import inference_pb2_grpc
 from edge_runtime import GenerationRequest, Message, SamplingParams, collect
-from tests.cloud_service.gateway.support import ACME_KEY, GATEWAY_KEY, gateway_config, wait_until
-from tests.support import REPO
+from tests.cloud_service.gateway.support import (
+    ACME_KEY,
+    GATEWAY_KEY,
+    gateway_config,
+    start_replica_process,
+    wait_until,
+)
 
 STREAMS, TOKENS = 32, 96
 
@@ -92,25 +94,6 @@ def _replica_config(folder: Path, model: Path, index: int) -> Path:
     return path
 
 
-async def _start(config: Path) -> tuple[asyncio.subprocess.Process, int, asyncio.Task[None]]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tandem", "cloud", "serve", "-c", str(config), cwd=REPO,
-        stderr=asyncio.subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    assert process.stderr is not None
-    port = None
-    while port is None:
-        line = await asyncio.wait_for(process.stderr.readline(), 120)
-        assert line, "the replica exited before serving"
-        if b'"message": "serving"' in line:
-            port = int(json.loads(line)["port"])
-
-    async def drain_log() -> None:
-        while await process.stderr.readline():  # type: ignore[union-attr]
-            pass
-
-    return process, port, asyncio.get_running_loop().create_task(drain_log())
-
-
 def _requests() -> list[GenerationRequest]:
     return [GenerationRequest(messages=[Message("user", f"Story {i}: " + "and then " * (i % 4))],
                               sampling=SamplingParams(temperature=0.0, max_tokens=TOKENS, ignore_eos=True),
@@ -144,7 +127,8 @@ def test_killing_one_of_two_replicas_mid_stream_fails_no_stream_and_changes_no_g
             return await call.code(), ids, text, trailing, await call.details()
 
     async def main():
-        started = await asyncio.gather(*(_start(_replica_config(tmp_path, tiny_llama, i)) for i in range(2)))
+        configs = [_replica_config(tmp_path, tiny_llama, i) for i in range(2)]
+        started = await asyncio.gather(*(start_replica_process(config, 120) for config in configs))
         (victim, victim_port, _), _ = started
         addresses = [f"127.0.0.1:{port}" for _, port, _ in started]
         gateway = GatewayServer(gateway_config(addresses, policy="round_robin"), rng=random.Random(0))
