@@ -1,11 +1,13 @@
 """Between the wire (tandem.v1 messages) and the Engine types of ``edge_runtime``, both ways.
 
-Invalid requests raise ``edge_runtime.errors.InvalidRequestError`` naming the field (the server answers
-INVALID_ARGUMENT with that message).
+Invalid requests raise ``edge_runtime.errors.InvalidRequestError`` whose message starts with the field's path in
+GenerateRequest (``sampling.temperature``, ``chat.messages[2].role``; the server answers INVALID_ARGUMENT with
+that message); ``field_path`` reads that path back from a message.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from cloud_service.wire.v1 import inference_pb2 as pb
@@ -13,11 +15,11 @@ from edge_runtime.errors import InvalidRequestError
 from edge_runtime.types import (
     FinishReason,
     GenerationRequest,
-    Message,
     PrefixTokens,
     SamplingParams,
     TokenEvent,
     Usage,
+    chat_messages,
 )
 
 _FINISH_TO_WIRE = {
@@ -26,13 +28,24 @@ _FINISH_TO_WIRE = {
     FinishReason.ABORT: pb.FINISH_REASON_ABORT,
 }
 _FINISH_FROM_WIRE = {wire: reason for reason, wire in _FINISH_TO_WIRE.items()}
+_PATH = re.compile(r"([a-z_]+(?:\[\d*\])?(?:\.[a-z_]+(?:\[\d*\])?)*)(?=[\s:;,]|$)")
+_REQUEST_FIELDS = frozenset({*pb.GenerateRequest.DESCRIPTOR.fields_by_name, "input"})
+
+
+def field_path(message: str) -> str | None:
+    """The GenerateRequest field path an error message starts with ("sampling.top_p must lie in (0, 1], got 0.0"
+    -> "sampling.top_p"); None when it starts with no field of the request."""
+    match = _PATH.match(message)
+    if match is None or match.group(1).partition(".")[0].partition("[")[0] not in _REQUEST_FIELDS:
+        return None
+    return match.group(1)
 
 
 def sampling_from_wire(wire: pb.SamplingParams, max_tokens_limit: int) -> SamplingParams:
     """Unset fields take the defaults; max_tokens is capped at the server's limit (and defaults to it)."""
     requested = wire.max_tokens if wire.HasField("max_tokens") else max_tokens_limit
     if wire.HasField("max_tokens") and requested == 0:
-        raise InvalidRequestError("sampling.max_tokens must be >= 1")
+        raise InvalidRequestError("sampling.max_tokens must be >= 1, got 0 (leave it unset for the server's limit)")
     return SamplingParams(
         temperature=wire.temperature if wire.HasField("temperature") else 1.0,
         top_p=wire.top_p if wire.HasField("top_p") else 1.0,
@@ -49,12 +62,10 @@ def request_from_wire(wire: pb.GenerateRequest, *, engine_request_id: str, max_t
         raise InvalidRequestError("request_id is empty; give each request an id (Abort takes it)")
     kind = wire.WhichOneof("input")
     if kind is None:
-        raise InvalidRequestError("input is empty: set chat (messages) or prompt")
+        raise InvalidRequestError("input is empty: set chat.messages or prompt")
     messages = None
-    if kind == "chat":
-        if not wire.chat.messages:
-            raise InvalidRequestError("chat.messages is empty")
-        messages = [Message(m.role, m.content) for m in wire.chat.messages]
+    if kind == "chat":  # an empty list is refused by GenerationRequest, as in-process
+        messages = chat_messages((m.role, m.content) for m in wire.chat.messages)
     return GenerationRequest(
         messages=messages,
         prompt=wire.prompt if kind == "prompt" else None,
@@ -68,9 +79,7 @@ def request_from_wire(wire: pb.GenerateRequest, *, engine_request_id: str, max_t
 def _prefix_tokens_from_wire(wire: pb.GenerateRequest) -> PrefixTokens | None:
     if not wire.HasField("prefix_tokens"):
         return None
-    given = wire.prefix_tokens
-    if not wire.assistant_prefix.endswith(given.text):
-        raise InvalidRequestError("prefix_tokens.text must be the end of assistant_prefix")
+    given = wire.prefix_tokens  # GenerationRequest checks that its text ends assistant_prefix
     return PrefixTokens(given.vocabulary, tuple(given.ids), given.text)
 
 

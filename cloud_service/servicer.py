@@ -253,7 +253,8 @@ class InferenceServicer(FrontDoorServicer):
             await refuse(context, _status_of(exc), str(exc))
         if count > limit:
             await refuse(context, grpc.StatusCode.INVALID_ARGUMENT,
-                         f"prompt is {count} tokens; this server accepts at most {limit} (limits.max_prompt_tokens)")
+                         f"the prompt is {count} tokens; this server accepts at most {limit} "
+                         "(limits.max_prompt_tokens)")
 
     # -- the other methods -------------------------------------------------------------------------------
 

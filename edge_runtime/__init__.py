@@ -18,6 +18,7 @@ from edge_runtime.errors import (
     BundleError,
     BundleIntegrityError,
     BundleNotFoundError,
+    DiskFullError,
     EdgeRuntimeError,
     EngineBusyError,
     EngineClosedError,
@@ -28,6 +29,7 @@ from edge_runtime.errors import (
     ModelLoadError,
     PromptTooLongError,
     SignatureError,
+    StorageError,
     UnsupportedBundleError,
 )
 from edge_runtime.loading import EngineOptions, load_bundle
@@ -51,6 +53,7 @@ __all__ = [
     "BundleIntegrityError",
     "BundleNotFoundError",
     "Completion",
+    "DiskFullError",
     "EdgeRuntimeError",
     "Engine",
     "EngineBusyError",
@@ -71,6 +74,7 @@ __all__ = [
     "PromptTooLongError",
     "SamplingParams",
     "SignatureError",
+    "StorageError",
     "SyncEngine",
     "TokenEvent",
     "UnsupportedBundleError",

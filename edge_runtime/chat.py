@@ -115,7 +115,7 @@ class ChatTemplate:
                 }
             )
         except (jinja2.exceptions.TemplateError, TypeError, ValueError) as exc:
-            raise InvalidRequestError(f"the model's chat template rejected these messages: {exc}") from exc
+            raise InvalidRequestError(f"chat.messages: the model's chat template rejected them: {exc}") from exc
 
 
 def prompt_text(request: GenerationRequest, template: ChatTemplate | None) -> tuple[str, bool]:
@@ -128,7 +128,7 @@ def prompt_text(request: GenerationRequest, template: ChatTemplate | None) -> tu
         assert request.prompt is not None
         return request.prompt + request.assistant_prefix, True
     if template is None:
-        raise InvalidRequestError("this bundle has no chat template: send a raw prompt instead of messages")
+        raise InvalidRequestError("chat.messages: this bundle has no chat template; send a raw prompt instead")
     return template.render(request.messages) + request.assistant_prefix, False
 
 

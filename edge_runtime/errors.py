@@ -14,7 +14,13 @@
     │   └── PromptTooLongError        the prompt does not fit the context; shorten it or use the cloud
     ├── EngineBusyError               too many requests already waiting; retry later or use the cloud
     ├── EngineClosedError             the engine was closed; load the bundle again
-    └── GenerationError               the runtime failed during generation; the engine stays usable
+    ├── GenerationError               the runtime failed during generation; the engine stays usable
+    └── StorageError (OSError)        the machine cannot hold a file being written (edge_runtime.storage)
+        ├── DiskFullError             no space left: the message says how much is needed and free
+        ├── ReadOnlyStorageError      the folder is on a read-only file system
+        ├── StoragePermissionError    this user may not write there
+        ├── NotAFolderError           a part of the path is a file, not a folder
+        └── MissingFolderError        the folder to write into is not there
 
 Recoverable for the caller (the SDK falls back to the cloud): every error but InvalidRequestError, which
 would fail on any engine. PromptTooLongError is the exception: a cloud model usually has a longer context.
@@ -91,3 +97,42 @@ class EngineClosedError(EdgeRuntimeError):
 
 class GenerationError(EdgeRuntimeError):
     """The runtime library failed while generating; the request is over, the engine is usable."""
+
+
+class StorageError(EdgeRuntimeError, OSError):
+    """A machine fault while writing files (every package's, not only the runtime's): the message is one
+    paragraph naming the path, the bytes needed where known and what to do. ``path`` is what could not be
+    written, ``errno`` the system's code when there was one."""
+
+    def __init__(
+        self, message: str, *, path: str, errno: int | None = None, needed_bytes: int | None = None,
+        free_bytes: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.path = path
+        self.errno = errno
+        self.needed_bytes = needed_bytes
+        self.free_bytes = free_bytes
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class DiskFullError(StorageError):
+    """No space left on the file system (or the user's quota is spent)."""
+
+
+class ReadOnlyStorageError(StorageError):
+    """The folder is on a read-only file system."""
+
+
+class StoragePermissionError(StorageError, PermissionError):
+    """The user running this may not write there."""
+
+
+class NotAFolderError(StorageError, NotADirectoryError):
+    """A part of the path that must be a folder is a file."""
+
+
+class MissingFolderError(StorageError, FileNotFoundError):
+    """The folder to write into does not exist (and is not created by the writer)."""

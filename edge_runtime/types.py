@@ -8,20 +8,26 @@
         print(event.text, end="")
 
 Everything is validated where it is built (``__post_init__``), so an engine never sees an invalid request;
-the errors are ``InvalidRequestError`` naming the field.
+the errors are ``InvalidRequestError`` whose message starts with the field's path in the wire's
+``tandem.v1.GenerateRequest`` (protos/tandem/v1/inference.proto), the same path whichever way the request came:
+``sampling.temperature``, ``sampling.stop[1]``, ``chat.messages[2].content``, ``prefix_tokens.ids``,
+``assistant_prefix``, ``request_id``. A ``Message`` built on its own does not know its index: it says
+``chat.messages[]``; ``chat_messages`` builds a request's messages naming each one's index.
 """
 
 from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
 from edge_runtime.errors import InvalidRequestError
 
 ROLES = ("system", "user", "assistant", "tool")
+MESSAGES = "chat.messages"
+"""The messages' path in the wire's GenerateRequest (the ``chat`` input), which their errors name."""
 
 
 class FinishReason(StrEnum):
@@ -39,10 +45,24 @@ class Message:
     content: str
 
     def __post_init__(self) -> None:
-        if self.role not in ROLES:
-            raise InvalidRequestError(f"message role {self.role!r} is not one of {', '.join(ROLES)}")
-        if not isinstance(self.content, str):
-            raise InvalidRequestError(f"message content must be a string, not {type(self.content).__name__}")
+        _check_message(self.role, self.content, f"{MESSAGES}[]")
+
+
+def _check_message(role: object, content: object, where: str) -> None:
+    if role not in ROLES:
+        raise InvalidRequestError(f"{where}.role {role!r} is not one of {', '.join(ROLES)}")
+    if not isinstance(content, str):
+        raise InvalidRequestError(f"{where}.content must be a string, not {type(content).__name__}")
+
+
+def chat_messages(pairs: Iterable[tuple[str, str]]) -> tuple[Message, ...]:
+    """A request's messages from (role, content) pairs; an invalid one is named by its index
+    (``chat.messages[2].role 'robot' is not one of ...``)."""
+    messages = []
+    for index, (role, content) in enumerate(pairs):
+        _check_message(role, content, f"{MESSAGES}[{index}]")
+        messages.append(Message(role, content))
+    return tuple(messages)
 
 
 @dataclass(frozen=True)
@@ -66,15 +86,15 @@ class SamplingParams:
 
     def __post_init__(self) -> None:
         if not (isinstance(self.temperature, int | float) and math.isfinite(self.temperature)) or self.temperature < 0:
-            raise InvalidRequestError(f"temperature must be a finite number >= 0, got {self.temperature!r}")
+            raise InvalidRequestError(f"sampling.temperature must be a finite number >= 0, got {self.temperature!r}")
         if not (isinstance(self.top_p, int | float) and 0 < self.top_p <= 1):
-            raise InvalidRequestError(f"top_p must lie in (0, 1], got {self.top_p!r}")
+            raise InvalidRequestError(f"sampling.top_p must lie in (0, 1], got {self.top_p!r}")
         if not isinstance(self.top_k, int) or isinstance(self.top_k, bool) or self.top_k < 0:
-            raise InvalidRequestError(f"top_k must be an integer >= 0 (0 = all tokens), got {self.top_k!r}")
+            raise InvalidRequestError(f"sampling.top_k must be an integer >= 0 (0 = all tokens), got {self.top_k!r}")
         if self.max_tokens is not None and (
             not isinstance(self.max_tokens, int) or isinstance(self.max_tokens, bool) or self.max_tokens < 1
         ):
-            raise InvalidRequestError(f"max_tokens must be an integer >= 1 or None, got {self.max_tokens!r}")
+            raise InvalidRequestError(f"sampling.max_tokens must be an integer >= 1 or None, got {self.max_tokens!r}")
         if self.stop is None:
             object.__setattr__(self, "stop", ())
         elif isinstance(self.stop, str):
@@ -82,11 +102,12 @@ class SamplingParams:
         elif isinstance(self.stop, list | tuple):
             object.__setattr__(self, "stop", tuple(self.stop))
         else:
-            raise InvalidRequestError(f"stop must be a string or a list of strings, got {self.stop!r}")
-        if any(not isinstance(s, str) or not s for s in self.stop):
-            raise InvalidRequestError(f"stop sequences must be non-empty strings, got {self.stop!r}")
+            raise InvalidRequestError(f"sampling.stop must be a string or a list of strings, got {self.stop!r}")
+        for index, sequence in enumerate(self.stop):
+            if not isinstance(sequence, str) or not sequence:
+                raise InvalidRequestError(f"sampling.stop[{index}] must be a non-empty string, got {sequence!r}")
         if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0):
-            raise InvalidRequestError(f"seed must be an integer >= 0 or None, got {self.seed!r}")
+            raise InvalidRequestError(f"sampling.seed must be an integer >= 0 or None, got {self.seed!r}")
 
     @property
     def greedy(self) -> bool:
@@ -132,25 +153,31 @@ class GenerationRequest:
 
     def __post_init__(self) -> None:
         if (self.messages is None) == (self.prompt is None):
-            raise InvalidRequestError("give either messages or prompt, not both and not neither")
+            raise InvalidRequestError(f"input: give either {MESSAGES} or prompt, not both and not neither")
         if self.messages is not None:
             if not isinstance(self.messages, list | tuple):
-                raise InvalidRequestError(f"messages must be a list of Message, got {type(self.messages).__name__}")
+                raise InvalidRequestError(f"{MESSAGES} must be a list of Message, got {type(self.messages).__name__}")
             messages = tuple(self.messages)
             if not messages:
-                raise InvalidRequestError("messages is empty; give at least one message")
-            if any(not isinstance(m, Message) for m in messages):
-                raise InvalidRequestError("messages must be edge_runtime.Message objects")
+                raise InvalidRequestError(f"{MESSAGES} is empty; give at least one message")
+            for index, message in enumerate(messages):
+                if not isinstance(message, Message):
+                    raise InvalidRequestError(f"{MESSAGES}[{index}] must be an edge_runtime.Message, "
+                                              f"got {type(message).__name__}")
             object.__setattr__(self, "messages", messages)
         elif not isinstance(self.prompt, str) or not self.prompt:
             raise InvalidRequestError("prompt must be a non-empty string")
         if not isinstance(self.assistant_prefix, str):
             raise InvalidRequestError("assistant_prefix must be a string")
-        if self.prefix_tokens is not None and (not isinstance(self.prefix_tokens, PrefixTokens)
-                                               or not self.assistant_prefix.endswith(self.prefix_tokens.text)):
-            raise InvalidRequestError("prefix_tokens must be a PrefixTokens whose text ends assistant_prefix")
+        if self.prefix_tokens is not None:
+            if not isinstance(self.prefix_tokens, PrefixTokens):
+                raise InvalidRequestError(f"prefix_tokens must be an edge_runtime.PrefixTokens, "
+                                          f"got {type(self.prefix_tokens).__name__}")
+            if not self.assistant_prefix.endswith(self.prefix_tokens.text):
+                raise InvalidRequestError("prefix_tokens.text must be the end of assistant_prefix")
         if not isinstance(self.sampling, SamplingParams):
-            raise InvalidRequestError("sampling must be an edge_runtime.SamplingParams")
+            raise InvalidRequestError(f"sampling must be an edge_runtime.SamplingParams, "
+                                      f"got {type(self.sampling).__name__}")
         if not isinstance(self.request_id, str) or not self.request_id:
             raise InvalidRequestError("request_id must be a non-empty string")
 

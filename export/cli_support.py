@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, Task, TaskID, TextColumn, TimeElapsedColumn
 
+from edge_runtime.storage import fault_of
 from export.errors import ExportError
 
 if TYPE_CHECKING:
@@ -25,12 +26,19 @@ console = Console(stderr=True)
 
 @contextmanager
 def cli_errors() -> Iterator[None]:
-    """Turn the errors a user can cause into a one-line message and exit status 2."""
+    """Turn the errors a user can cause into a message: exit status 2 for a wrong input (ExportError), 1 for a
+    machine fault (a full disk, a read-only or forbidden folder: StorageError, or an OSError that is one)."""
     try:
         yield
     except ExportError as exc:
         console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from exc
+    except OSError as exc:
+        fault = fault_of(exc)
+        if fault is None:
+            raise
+        console.print(f"[bold red]error:[/] {escape(str(fault))}", soft_wrap=True)
+        raise typer.Exit(1) from exc
 
 
 HEARTBEAT_S = 30.0
@@ -93,8 +101,11 @@ def _duration(seconds: float) -> str:
 def step_progress(target: Console | None = None) -> Progress:
     """A progress display for work made of named steps or counted units (use as a context manager), on
     ``target`` (default: stderr)."""
+    target = target or console
+    # Off a terminal the bar would only be drawn once, at the end, after the step lines that said it all.
     return _StepProgress(
-        SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=target or console
+        SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=target,
+        disable=not target.is_terminal,
     )
 
 

@@ -4,7 +4,6 @@
     ├── SpecError (ValueError)           a model / recipe / option is inconsistent: fix the input
     │   └── RecipeError                  a recipe file field is wrong; the message names the field
     ├── OutputExistsError                the output folder is there already: choose another or overwrite
-    ├── OutputNotWritableError           the output folder cannot be written (permissions, disk full)
     ├── SourceModelError                 the source model folder is missing, incomplete or corrupt
     │   └── UnsupportedArchitectureError the architecture has no converter (message lists the supported ones)
     ├── ConversionError                  a conversion step failed (e.g. a tokenizer it cannot convert)
@@ -14,7 +13,10 @@
     └── TaskBuildError                   the task models' build failed: a training child, or a teacher that
                                          did not learn every family and level it is meant to solve
 
-Errors of bundle *verification* belong to the runtime that loads bundles: ``edge_runtime.bundle``.
+Errors of bundle *verification* belong to the runtime that loads bundles: ``edge_runtime.bundle``. A folder that
+cannot be written (a full disk, a read-only file system, a missing permission) raises the machine-fault family
+every package shares, ``edge_runtime.errors.StorageError`` (DiskFullError, ReadOnlyStorageError, ...); the CLI
+prints its message and exits with status 1.
 """
 
 from __future__ import annotations
@@ -34,10 +36,6 @@ class RecipeError(SpecError):
 
 class OutputExistsError(ExportError, FileExistsError):
     """The output folder exists and overwriting was not asked for."""
-
-
-class OutputNotWritableError(ExportError, OSError):
-    """The output cannot be written: permissions, a read-only file system or a full disk."""
 
 
 class SourceModelError(ExportError):

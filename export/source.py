@@ -97,6 +97,12 @@ class SourceModel:
     def parameter_count(self) -> int:
         return parameter_count(self.path)
 
+    def tokenizer_bytes(self) -> int:
+        """Bytes of the tokenizer files a bundle copies from this folder (for disk-space estimates)."""
+        from export.bundle_writer import TOKENIZER_FILES
+
+        return sum((self.path / name).stat().st_size for name in TOKENIZER_FILES if (self.path / name).is_file())
+
     def load_tokenizer(self) -> PreTrainedTokenizerBase:
         from transformers import AutoTokenizer
 

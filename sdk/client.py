@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal, Required, TypedDict, Unpack, ove
 
 from edge_runtime.errors import InvalidRequestError
 from edge_runtime.loop_thread import LoopThread
-from edge_runtime.types import GenerationRequest, Message, SamplingParams, TokenEvent
+from edge_runtime.types import MESSAGES, GenerationRequest, Message, SamplingParams, TokenEvent, chat_messages
 from sdk.backends.cloud import CloudSide
 from sdk.backends.edge import EdgeSide
 from sdk.backends.failure import SideFailure
@@ -59,36 +59,41 @@ MAX_MESSAGES = 4096
 
 
 def _messages(messages: Any) -> tuple[Message, ...]:
+    """``messages=`` as the request's messages; RequestError names the field by its path in the wire's
+    GenerateRequest, as the edge runtime's and the cloud's errors do (``chat.messages[1].role``)."""
     if isinstance(messages, str | bytes) or not isinstance(messages, Sequence):
-        raise RequestError("messages must be a list of {'role': ..., 'content': ...} items")
+        raise RequestError(f"{MESSAGES} must be a list of {{'role': ..., 'content': ...}} items")
     if not messages:
-        raise RequestError("messages is empty; give at least one message")
+        raise RequestError(f"{MESSAGES} is empty; give at least one message")
     if len(messages) > MAX_MESSAGES:
-        raise RequestError(f"messages has {len(messages)} items; at most {MAX_MESSAGES}")
-    out = []
+        raise RequestError(f"{MESSAGES} has {len(messages)} items; at most {MAX_MESSAGES}")
+    pairs = []
     for index, item in enumerate(messages):
         if isinstance(item, Message):
-            out.append(item)
-            continue
-        if not isinstance(item, Mapping) or "role" not in item or "content" not in item:
-            raise RequestError(f"messages[{index}] must be a mapping with 'role' and 'content'")
-        try:
-            out.append(Message(item["role"], item["content"]))
-        except InvalidRequestError as exc:
-            raise RequestError(f"messages[{index}]: {exc}") from None
+            pairs.append((item.role, item.content))
+        elif isinstance(item, Mapping) and "role" in item and "content" in item:
+            pairs.append((item["role"], item["content"]))
+        else:
+            raise RequestError(f"{MESSAGES}[{index}] must be a mapping with 'role' and 'content'")
+    try:
+        out = chat_messages(pairs)
+    except InvalidRequestError as exc:
+        raise RequestError(str(exc)) from None
     if out[-1].role == "assistant":
-        raise RequestError("the last message is the assistant's; to continue an answer pass assistant_prefix=")
-    return tuple(out)
+        raise RequestError(f"{MESSAGES}[{len(out) - 1}] is the assistant's; to continue an answer pass "
+                           "assistant_prefix=")
+    return out
 
 
 def build_request(messages: Any, *, max_tokens: int | None = None, temperature: float | None = None,
                   top_p: float | None = None, top_k: int | None = None, stop: str | Iterable[str] | None = None,
                   seed: int | None = None, assistant_prefix: str = "", request_id: str | None = None
                   ) -> GenerationRequest:
-    """The edge runtime's request for OpenAI-style arguments; RequestError names what is wrong."""
+    """The edge runtime's request for OpenAI-style arguments; RequestError names what is wrong by the field's
+    path in the wire's GenerateRequest (``sampling.temperature``), as the edge runtime and the cloud do."""
     if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int)
                                    or not 1 <= max_tokens <= MAX_TOKENS_LIMIT):
-        raise RequestError(f"max_tokens must be an integer from 1 to {MAX_TOKENS_LIMIT}, got {max_tokens!r}")
+        raise RequestError(f"sampling.max_tokens must be an integer from 1 to {MAX_TOKENS_LIMIT}, got {max_tokens!r}")
     sampling: dict[str, Any] = {"max_tokens": max_tokens if max_tokens is not None else SamplingParams.max_tokens}
     for name, value in (("temperature", temperature), ("top_p", top_p), ("top_k", top_k), ("seed", seed)):
         if value is not None:
@@ -418,6 +423,11 @@ class HybridClient:
     @property
     def telemetry(self) -> Telemetry:
         return self.aio.telemetry
+
+    @property
+    def signals(self) -> SignalHub:
+        """The device signals the decisions read (``override(battery_percent=12, ...)`` to inject values)."""
+        return self.aio.signals
 
     def start(self) -> None:
         self._loop.call(self.aio.start())

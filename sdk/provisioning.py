@@ -47,6 +47,9 @@ class ProvisionStatus:
     resumed_bytes: int = 0
     """Bytes already on disk when the last attempt started (an earlier, interrupted transfer)."""
     last_error: str = ""
+    error: Exception | None = None
+    """The last attempt's exception, typed (e.g. ``edge_runtime.errors.DiskFullError`` with ``needed_bytes`` and
+    ``free_bytes`` when the device has no room for the bundle); None once an attempt succeeds."""
 
 
 class Provisioner:
@@ -86,11 +89,12 @@ class Provisioner:
                 raise
             except Exception as exc:
                 self.status.state, self.status.last_error = ProvisionState.RETRYING, f"{type(exc).__name__}: {exc}"
+                self.status.error = exc
                 log.warning("bundle %r: provisioning failed (%s); retrying", self.bundle, self.status.last_error)
                 await asyncio.sleep(backoff_delay(self.status.attempts - 1, base_s=RETRY_BASE_S, cap_s=RETRY_CAP_S,
                                                   rng=self._rng))
                 continue
-            self.status.state = ProvisionState.READY
+            self.status.state, self.status.error = ProvisionState.READY, None
             self._ready.set()
             return
 

@@ -110,6 +110,7 @@ def demo(
     # gRPC core logs a line at INFO for every connection a stopped replica or gateway cuts; the demo stops them
     # on purpose, so only errors are shown (read when gRPC starts: before the demo imports it).
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    from edge_runtime.storage import fault_of
     from export.errors import ExportError
     from tandem.demo import PIPE_WIDTH, DemoError, run_demo
 
@@ -121,6 +122,12 @@ def demo(
     except (DemoError, ExportError) as exc:
         Console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from exc
+    except OSError as exc:  # the cache folder: a full disk, read-only, not this user's
+        fault = fault_of(exc)
+        if fault is None:
+            raise
+        Console(stderr=True).print(f"[bold red]error:[/] {escape(str(fault))}", soft_wrap=True)
+        raise typer.Exit(1) from exc
 
 
 def main() -> None:

@@ -18,7 +18,9 @@ Order of work:
    ``dest``. An existing ``dest`` is renamed away first and deleted after the new one is in place.
 
 A failed, cancelled or interrupted download never creates or changes ``dest``. It leaves the partial folder
-behind on purpose: calling download_bundle again with the same ``dest`` resumes from it. (Delete it to free
+behind on purpose: calling download_bundle again with the same ``dest`` resumes from it. A full disk is the
+exception: the download fails at once when the missing bytes do not fit, and a disk that fills up during it
+ends it with the partial folder deleted, giving the device its space back. (Delete it to free
 the space instead; one download per ``dest`` at a time.) A file that fails its checks is deleted from the
 partial folder, and the whole partial folder is deleted when the final verify_bundle fails. (Cancelling during
 that last step, which runs in a worker thread, may still let the verified bundle land in ``dest``.)
@@ -53,7 +55,8 @@ from edge_runtime.bundle import (
     verify_bundle,
     verify_signature,
 )
-from edge_runtime.errors import BundleError, ManifestError
+from edge_runtime.errors import BundleError, DiskFullError, ManifestError
+from edge_runtime.storage import require_space, storage_error
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -97,7 +100,9 @@ async def download_bundle(
 
     Raises BundleUnavailableError (no such bundle or version, server unreachable or stalled),
     DownloadDeniedError (credentials refused), DownloadIntegrityError (bytes that do not match the signed
-    manifest or the server's running hashes), DownloadError (any other gRPC failure), and the edge runtime's
+    manifest or the server's running hashes), DownloadError (any other gRPC failure), the edge runtime's
+    StorageError family when ``dest`` cannot be written (DiskFullError with the bytes needed and free,
+    ReadOnlyStorageError, StoragePermissionError, NotAFolderError), and its
     SignatureError / ManifestError / BundleIntegrityError unchanged when the manifest or the finished bundle
     does not verify.
     """
@@ -128,24 +133,39 @@ async def download_bundle(
         return manifest
 
     partial = partial_folder(dest)
-    starts = await asyncio.to_thread(_prepare, partial, manifest)
-    progress.start(progress.total - sum(manifest.files[path].size - start for path, start in starts.items()))
-    fetcher = _Fetcher(stub, bundle, response.version, partial, call_metadata, timeout, progress)
-    for path, start in sorted(starts.items()):
-        await fetcher.fetch(path, manifest.files[path], start)
+    what = f"bundle {bundle!r}"
+    try:
+        starts = await asyncio.to_thread(_prepare, partial, manifest)
+        missing = sum(manifest.files[path].size - start for path, start in starts.items())
+        # A known shortfall fails before a byte is fetched (the manifest and its signature included).
+        require_space(dest, missing + len(response.manifest) + len(response.signature), what)
+        progress.start(progress.total - missing)
+        fetcher = _Fetcher(stub, bundle, response.version, partial, call_metadata, timeout, progress)
+        for path, start in sorted(starts.items()):
+            await fetcher.fetch(path, manifest.files[path], start)
 
-    def finish() -> Manifest:
-        _write_durably(partial / MANIFEST_FILE, response.manifest)
-        _write_durably(partial / SIGNATURE_FILE, response.signature)
-        try:
-            verified = verify_bundle(partial, keys)
-        except BundleError:
-            shutil.rmtree(partial, ignore_errors=True)
+        def finish() -> Manifest:
+            _write_durably(partial / MANIFEST_FILE, response.manifest)
+            _write_durably(partial / SIGNATURE_FILE, response.signature)
+            try:
+                verified = verify_bundle(partial, keys)
+            except BundleError:
+                shutil.rmtree(partial, ignore_errors=True)
+                raise
+            _install(partial, dest)
+            return verified
+
+        return await asyncio.to_thread(finish)
+    except OSError as exc:
+        fault = storage_error(exc, dest, needed_bytes=progress.total, what=what)
+        if fault is None:
             raise
-        _install(partial, dest)
-        return verified
-
-    return await asyncio.to_thread(finish)
+        if isinstance(fault, DiskFullError):
+            # The disk is full: the space this download took is worth more to the device than a resume.
+            await asyncio.to_thread(shutil.rmtree, partial, True)
+        if fault is exc:
+            raise
+        raise fault from exc
 
 
 class _Progress:

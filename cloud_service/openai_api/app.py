@@ -7,10 +7,12 @@ own gRPC port (see the package docstring).
     GET  /v1/models              the models served ("name" and "name@version")
     GET  /health                 200 while serving, 503 while draining (no key needed: for load balancers)
 
-An error before the first token is an HTTP status with OpenAI's error body (``responses.status_error``); one
-after it, when the answer is streamed, is a last ``data: {"error": ...}`` event that says how many tokens
-were delivered, then ``data: [DONE]``. A caller that disconnects cancels the call (the engine's slot frees,
-the tokens generated are charged).
+An error before the first token is an HTTP status with OpenAI's error body (``responses.status_error``); an
+INVALID_ARGUMENT that names a GenerateRequest field (``sampling.temperature``, ``chat.messages[1].content``)
+names the body's field instead, in the message and in ``param`` (``temperature``, ``messages[1].content``). An
+error after the first token, when the answer is streamed, is a last ``data: {"error": ...}`` event that says
+how many tokens were delivered, then ``data: [DONE]``. A caller that disconnects cancels the call (the engine's
+slot frees, the tokens generated are charged).
 """
 
 from __future__ import annotations
@@ -42,8 +44,18 @@ def _json(body: dict[str, Any], status: int = 200, headers: dict[str, str] | Non
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-def _rpc_error(exc: grpc.aio.AioRpcError) -> JSONResponse:
-    status, body = status_error(exc.code(), exc.details() or "")
+def _rpc_status(exc: grpc.aio.AioRpcError, asked: OpenAIRequest | None) -> tuple[int, dict[str, Any]]:
+    """The HTTP status and error body of a failed call. An INVALID_ARGUMENT names the GenerateRequest field
+    (``sampling.temperature``); the caller reads the body's field instead (``temperature``, in message and
+    ``param``)."""
+    message, param = exc.details() or "", None
+    if asked is not None and exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
+        message, param = asked.in_body_terms(message)
+    return status_error(exc.code(), message, param)
+
+
+def _rpc_error(exc: grpc.aio.AioRpcError, asked: OpenAIRequest | None = None) -> JSONResponse:
+    status, body = _rpc_status(exc, asked)
     headers = retry_headers(trailing_value(exc.trailing_metadata(), RETRY_AFTER_METADATA)) if status == 429 else {}
     return _json(body, status, headers)
 
@@ -108,25 +120,25 @@ class OpenAIApp:
         try:
             first = await call.read()
         except grpc.aio.AioRpcError as exc:
-            return _rpc_error(exc)
+            return _rpc_error(exc, asked)
         answer = Answer(kind, request_id, asked.model)
         if not asked.stream:
-            return await self._whole(call, first, answer)
-        return StreamingResponse(self._events(call, first, answer, asked.include_usage),
+            return await self._whole(call, first, answer, asked)
+        return StreamingResponse(self._events(call, first, answer, asked),
                                  media_type="text/event-stream", headers={**SSE_HEADERS, REQUEST_ID_HEADER: request_id})
 
-    async def _whole(self, call: Any, chunk: Any, answer: Answer) -> Response:
+    async def _whole(self, call: Any, chunk: Any, answer: Answer, asked: OpenAIRequest) -> Response:
         try:
             while chunk is not grpc.aio.EOF:
                 answer.add(chunk)
                 chunk = await call.read()
         except grpc.aio.AioRpcError as exc:
-            return _rpc_error(exc)
+            return _rpc_error(exc, asked)
         finally:
             call.cancel()
         return _json(answer.whole())
 
-    async def _events(self, call: Any, chunk: Any, answer: Answer, include_usage: bool) -> AsyncIterator[bytes]:
+    async def _events(self, call: Any, chunk: Any, answer: Answer, asked: OpenAIRequest) -> AsyncIterator[bytes]:
         first, usage = True, None
         try:
             while chunk is not grpc.aio.EOF:
@@ -137,10 +149,10 @@ class OpenAIApp:
                     first = False
                     yield _event(event)
                 chunk = await call.read()
-            if include_usage and usage is not None:
+            if asked.include_usage and usage is not None:
                 yield _event(answer.usage_chunk(usage))
         except grpc.aio.AioRpcError as exc:
-            _, body = status_error(exc.code(), exc.details() or "")
+            _, body = _rpc_status(exc, asked)
             delivered = trailing_value(exc.trailing_metadata(), DELIVERED_METADATA)
             if delivered is not None:
                 body["error"]["delivered_tokens"] = int(delivered)

@@ -18,6 +18,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from cloud_service.convert import field_path
 from cloud_service.errors import CloudServiceError
 from cloud_service.wire.v1 import inference_pb2 as pb
 
@@ -49,6 +50,40 @@ class OpenAIRequest:
     """The model as the caller named it (echoed in every response)."""
     stream: bool
     include_usage: bool
+    max_tokens_param: str = "max_tokens"
+    """The body's field that set ``sampling.max_tokens`` (``max_completion_tokens`` or ``max_tokens``)."""
+    prefill_param: str | None = None
+    """The body's field that became ``assistant_prefix`` (the last message's content), if one did."""
+
+    def body_param(self, path: str | None) -> str | None:
+        """The body's field for a GenerateRequest field path that an error names (``convert.field_path``):
+        ``sampling.temperature`` -> ``temperature``, ``chat.messages[1].content`` -> ``messages[1].content``;
+        None for fields no body field sets (``request_id`` is the x-request-id header, ``prefix_tokens``)."""
+        if path is None:
+            return None
+        head, _, rest = path.partition(".")
+        if head == "sampling":
+            return self.max_tokens_param if rest == "max_tokens" else rest or None
+        if head == "input":
+            return "messages" if self.wire.HasField("chat") else "prompt"
+        if head == "chat":
+            element = rest.removeprefix("messages")
+            return "messages" + element if element.startswith("[") and not element.startswith("[]") else "messages"
+        if head == "assistant_prefix":
+            return self.prefill_param
+        if head in ("model", "model_version"):
+            return "model"
+        return "prompt" if head == "prompt" else None
+
+    def in_body_terms(self, message: str) -> tuple[str, str | None]:
+        """A call's error message as the HTTP caller should read it, and its ``param``: a message that starts
+        with a GenerateRequest field path starts with the body's field instead ("sampling.top_p must lie in
+        (0, 1], got 0.0" -> "top_p must lie in (0, 1], got 0.0", param "top_p")."""
+        path = field_path(message)
+        param = self.body_param(path)
+        if path is None or param is None:
+            return message, None
+        return param + message[len(path):], param
 
 
 def parse_json(body: bytes) -> dict[str, Any]:
@@ -77,21 +112,22 @@ def chat_request(data: dict[str, Any], request_id: str) -> OpenAIRequest:
         if message.get("tool_calls"):
             raise BadRequest(f"{where}.tool_calls: tool calls are not supported", f"{where}.tool_calls")
         chat.append((ROLES[role], _content(message.get("content"), f"{where}.content")))
-    prefix = ""
+    prefix, prefill_param = "", None
     prefill = data.get("continue_final_message") is True or data.get("add_generation_prompt") is False
     if chat[-1][0] == "assistant":
         if not prefill and data.get("add_generation_prompt") is True:
-            raise BadRequest("the last message is the assistant's: set continue_final_message (or leave "
+            raise BadRequest("messages: the last is the assistant's; set continue_final_message (or leave "
                              "add_generation_prompt unset) to continue it", "messages")
-        prefix = chat.pop()[1]
+        prefix, prefill_param = chat.pop()[1], f"messages[{len(chat)}].content"
     elif data.get("continue_final_message") is True:
-        raise BadRequest("continue_final_message needs the last of the messages to be the assistant's", "messages")
+        raise BadRequest("messages: continue_final_message needs the last of them to be the assistant's", "messages")
     if not chat:
         raise BadRequest("messages holds only an assistant prefill; add the conversation before it", "messages")
     wire = _wire(data, request_id, max_tokens_field="max_completion_tokens")
     wire.chat.messages.extend(pb.ChatMessage(role=role, content=content) for role, content in chat)
     wire.assistant_prefix = prefix
-    return OpenAIRequest(wire, wire_model(data), *_streaming(data))
+    return OpenAIRequest(wire, wire_model(data), *_streaming(data), max_tokens_param=_max_tokens_param(
+        data, "max_completion_tokens"), prefill_param=prefill_param)
 
 
 def completion_request(data: dict[str, Any], request_id: str) -> OpenAIRequest:
@@ -109,6 +145,11 @@ def completion_request(data: dict[str, Any], request_id: str) -> OpenAIRequest:
     wire = _wire(data, request_id, max_tokens_field="max_tokens")
     wire.prompt = prompt
     return OpenAIRequest(wire, wire_model(data), *_streaming(data))
+
+
+def _max_tokens_param(data: dict[str, Any], field: str) -> str:
+    """The field ``_wire`` read the token limit from: ``field``, or ``max_tokens`` when the body lacks it."""
+    return field if field in data else "max_tokens"
 
 
 def wire_model(data: dict[str, Any]) -> str:
@@ -168,8 +209,7 @@ def _wire(data: dict[str, Any], request_id: str, *, max_tokens_field: str) -> pb
     limit = data.get(max_tokens_field, data.get("max_tokens"))
     if limit is not None:
         # the server caps it at limits.max_tokens; the wire field is 32 bits
-        sampling.max_tokens = min(_integer(limit, max_tokens_field if max_tokens_field in data else "max_tokens", 1),
-                                  2**32 - 1)
+        sampling.max_tokens = min(_integer(limit, _max_tokens_param(data, max_tokens_field), 1), 2**32 - 1)
     if (value := _number(data, "temperature", 0.0, 2.0)) is not None:
         sampling.temperature = value
     if (value := _number(data, "top_p", 0.0, 1.0)) is not None:

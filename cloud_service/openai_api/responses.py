@@ -34,10 +34,10 @@ def error_body(message: str, kind: str, code: str, param: str | None = None) -> 
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 
-def status_error(code: grpc.StatusCode, message: str) -> tuple[int, dict[str, Any]]:
-    """The HTTP status and body for a call that ended with ``code``."""
+def status_error(code: grpc.StatusCode, message: str, param: str | None = None) -> tuple[int, dict[str, Any]]:
+    """The HTTP status and body for a call that ended with ``code``; ``param`` names the body's field."""
     status, kind, name = _ERRORS.get(code, (500, "server_error", "internal_error"))
-    return status, error_body(message or code.name, kind, name)
+    return status, error_body(message or code.name, kind, name, param)
 
 
 def retry_headers(retry_after_ms: str | None) -> dict[str, str]:

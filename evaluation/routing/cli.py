@@ -14,9 +14,10 @@ from pathlib import Path
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
+from rich.progress import Progress, TaskID
 
 from evaluation.routing.run import EvalProgress, StartCloud
+from export.cli_support import step_progress
 
 PLOT_EXTRA = "bench"
 """The extra that brings matplotlib (the `dev` extra has it too)."""
@@ -114,9 +115,7 @@ def routing(
         from evaluation.routing.settings import EvalSettings
 
         settings = EvalSettings(size=size, cache_dir=cache_dir, per_cell=per_cell, backend=backend, seed=seed)
-        columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TimeElapsedColumn())
-        with Progress(*columns, console=_console) as bar:
+        with step_progress(_console) as bar:  # Rich's bar on a terminal, a line per step in a log
             progress = _RichProgress(bar)
             report = evaluate_routing(settings, _start_cloud(ctx), plot=plot, progress=progress,
                                       build_progress=_BuildProgress(bar))

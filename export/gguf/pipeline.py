@@ -12,18 +12,17 @@ Everything lands in a staging folder that becomes the bundle only when all steps
 from __future__ import annotations
 
 import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edge_runtime.bundle import Manifest, MemoryEstimate
-from export.atomic import staged_folder
+from export.atomic import scratch_folder, staged_folder
 from export.bundle_writer import copy_tokenizer_files, seal_bundle
 from export.errors import SpecError
 from export.gguf.convert import convert_to_gguf
-from export.gguf.quantize import QUANTIZATIONS, TensorTypes, quantize_gguf, read_tensor_types
+from export.gguf.quantize import NOMINAL_BITS, QUANTIZATIONS, TensorTypes, quantize_gguf, read_tensor_types
 from export.gguf.runner import GgufScorer
 from export.quality import CHECK_PROMPTS, Evaluation, GateResult, check_logits, hf_logits, hf_window_logits
 from export.source import SourceModel
@@ -86,29 +85,31 @@ def build_gguf_bundle(
     on_step = timer.step
     tokenizer = source.load_tokenizer()
     reference = source.load_model()
-    with (
-        staged_folder(out, overwrite=overwrite) as stage,
-        tempfile.TemporaryDirectory(prefix=f".{out.name}.", suffix=".scratch", dir=stage.parent) as scratch,
-    ):
-        on_step("convert")
-        base = Path(scratch) / f"model-{outtype}.gguf"
-        conversion = convert_to_gguf(source, base, outtype)
+    # Disk: the unquantized GGUF in scratch, the quantized one beside it, the tokenizer files.
+    weights = source.parameter_count()
+    needed = int(weights * (NOMINAL_BITS[outtype] + (NOMINAL_BITS[quantization] if quantization in QUANTIZATIONS
+                                                     else 0)) / 8) + source.tokenizer_bytes()
+    with staged_folder(out, overwrite=overwrite, needed_bytes=needed, what=f"the {quantization} GGUF bundle") as stage:
+        with scratch_folder(stage) as scratch:  # the unquantized GGUF: gone before the bundle is sealed
+            on_step("convert")
+            base = Path(scratch) / f"model-{outtype}.gguf"
+            conversion = convert_to_gguf(source, base, outtype)
 
-        on_step("check")
-        prompts = [tokenizer.encode(prompt) for prompt in CHECK_PROMPTS]
-        atol, rtol = logits_tolerance(outtype, source.config)
-        with GgufScorer(base, n_ctx=max(map(len, prompts)), f32_cache=True) as scorer:
-            max_diff = check_logits(
-                f"{outtype} GGUF", prompts, lambda ids: hf_logits(reference, ids), scorer.logits, atol, rtol
-            )
+            on_step("check")
+            prompts = [tokenizer.encode(prompt) for prompt in CHECK_PROMPTS]
+            atol, rtol = logits_tolerance(outtype, source.config)
+            with GgufScorer(base, n_ctx=max(map(len, prompts)), f32_cache=True) as scorer:
+                max_diff = check_logits(
+                    f"{outtype} GGUF", prompts, lambda ids: hf_logits(reference, ids), scorer.logits, atol, rtol
+                )
 
-        on_step("quantize")
-        model_file = stage / MODEL_FILE
-        if quantization in QUANTIZATIONS:
-            types = quantize_gguf(base, model_file, quantization)
-        else:
-            shutil.move(base, model_file)
-            types = read_tensor_types(model_file)
+            on_step("quantize")
+            model_file = stage / MODEL_FILE
+            if quantization in QUANTIZATIONS:
+                types = quantize_gguf(base, model_file, quantization)
+            else:
+                shutil.move(base, model_file)
+                types = read_tensor_types(model_file)
 
         on_step("evaluate")
         gate = None

@@ -28,6 +28,9 @@ QUANTIZATIONS: dict[str, tuple[str, frozenset[str]]] = {
     "q4_k_m": ("LLAMA_FTYPE_MOSTLY_Q4_K_M", frozenset({"Q4_K", "Q6_K"})),
 }
 
+NOMINAL_BITS = {"f32": 32.0, "f16": 16.0, "q8_0": 8.5, "q4_0": 4.5, "q4_k_m": 4.9}
+"""Bits per weight of each type's nominal mix (block scales included): the disk-space estimate of a file."""
+
 
 @dataclass(frozen=True)
 class TensorTypes:

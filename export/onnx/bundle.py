@@ -35,6 +35,18 @@ class OnnxBundle:
     gate: GateResult | None
 
 
+NOMINAL_BYTES = {"fp32": 4.0, "int8": 1.0, "int4": 0.6}
+"""Bytes per weight of each type (scales included): the disk-space estimate of a model file."""
+
+
+def disk_bytes(source: SourceModel, quantization: str) -> int:
+    """Disk space an ONNX export of ``source`` takes at its peak: optimum's FP32 graph and the checked FP32
+    copy in scratch (for fp32: the bundle's own), the quantized model, the tokenizer files."""
+    weights = source.parameter_count()
+    extra = NOMINAL_BYTES[quantization] if quantization != "fp32" else 0.0
+    return int(weights * (2 * NOMINAL_BYTES["fp32"] + extra)) + source.tokenizer_bytes()
+
+
 def build_onnx_bundle(
     source: SourceModel,
     out: Path,
@@ -52,7 +64,8 @@ def build_onnx_bundle(
     check_quantization(quantization)
     if quantization != "fp32" and evaluation is None:
         raise SpecError(f"{quantization} needs held-out evaluation text for its quality gate (--eval-data)")
-    with staged_folder(out, overwrite=overwrite) as stage:
+    with staged_folder(out, overwrite=overwrite, needed_bytes=disk_bytes(source, quantization),
+                       what=f"the {quantization} ONNX bundle") as stage:
         artifact = write_onnx(source, stage, quantization, int4=int4, on_step=on_step)
 
         on_step("evaluate")

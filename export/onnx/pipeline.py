@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from export.atomic import staged_folder
+from export.atomic import scratch_folder, staged_folder
 from export.errors import SpecError, UnsupportedArchitectureError
 from export.onnx import graph
 from export.onnx.options import (
@@ -188,8 +187,7 @@ def write_onnx(
     def reference_logits(ids: list[int]) -> np.ndarray:
         return reference[tuple(ids)]
 
-    with tempfile.TemporaryDirectory(dir=folder, prefix=".onnx-scratch-") as scratch_name:
-        scratch = Path(scratch_name)
+    with scratch_folder(folder, ".onnx-scratch-") as scratch:
         on_step("export")
         from export.onnx.convert import export_fp32, name_weights
 

@@ -32,8 +32,9 @@ from cloud_service.distribution.catalog import BundleCatalog, version_id
 from cloud_service.distribution.service import DistributionServicer, add_to_server
 from cloud_service.wire.v1 import distribution_pb2, distribution_pb2_grpc
 from edge_runtime.bundle import MANIFEST_FILE, SIGNATURE_FILE, Manifest, bundle_files
-from edge_runtime.errors import SignatureError
+from edge_runtime.errors import DiskFullError, ReadOnlyStorageError, SignatureError
 from export.bundle_writer import seal_bundle
+from tests.machine_faults import fill, read_only_folder, small_disk
 
 # The signed toy bundles of the edge runtime's tests (built once per session).
 
@@ -409,3 +410,52 @@ def test_a_dead_server_is_unavailable_quickly(tmp_path, trusted):
         asyncio.run(main())
     assert time.monotonic() - started < 5
     assert list(tmp_path.iterdir()) == []
+
+
+# Machine faults on the device, made for real (tests.machine_faults): nothing appears at dest, the space is given
+# back, and the error says how much the bundle needs, how much is free and what to do.
+
+
+def _bundle_bytes(source: Path) -> int:
+    return sum(entry.size for entry in _manifest(source).files.values())
+
+
+def test_a_disk_too_small_for_the_bundle_fails_before_a_byte_is_fetched(catalog, source, tmp_path, trusted):
+    with small_disk(tmp_path / "device", _bundle_bytes(source) // 2) as disk:
+        dest = disk / "bundles" / "assistant"
+        with pytest.raises(DiskFullError) as caught:
+            _download(catalog, dest, trusted, bundle="solo")
+        message = str(caught.value)
+        assert message.startswith(f"Not enough space to write {dest}: bundle 'solo' needs about")
+        assert caught.value.needed_bytes > _bundle_bytes(source) > caught.value.free_bytes
+        assert not dest.exists() and not partial_folder(dest).exists()
+
+
+def test_a_disk_that_fills_up_during_the_download_ends_it_and_frees_the_partial_folder(catalog, source, tmp_path,
+                                                                                        trusted, monkeypatch):
+    monkeypatch.setattr(service, "CHUNK_BYTES", 16 * 1024)
+    with small_disk(tmp_path / "device", 2 * _bundle_bytes(source)) as disk:
+        dest, filled = disk / "assistant", []
+
+        def progress(done: int, total: int) -> None:
+            if done > total // 3 and not filled:  # another app takes the rest of the disk mid-download
+                filled.append(done)
+                fill(disk / "other-app")
+
+        (disk / "other-app").mkdir()
+
+        async def main() -> None:
+            async with serving(catalog, Recording(catalog)) as (channel, _):
+                await download_bundle(channel, "solo", dest, trusted, on_progress=progress)
+
+        with pytest.raises(DiskFullError) as caught:
+            asyncio.run(main())
+        assert filled and str(caught.value).startswith(f"Not enough space to write {dest}: bundle 'solo' needs")
+        assert "Free some space there" in str(caught.value)
+        assert not dest.exists() and not partial_folder(dest).exists()
+
+
+def test_a_read_only_device_folder_is_named(catalog, tmp_path, trusted):
+    with read_only_folder(tmp_path / "ro") as folder, pytest.raises(ReadOnlyStorageError) as caught:
+        _download(catalog, folder / "assistant", trusted, bundle="solo")
+    assert f"{folder} is a read-only file system" in str(caught.value)

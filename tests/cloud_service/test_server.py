@@ -73,6 +73,25 @@ def run_with_server(config: ServerConfig, engine, body: Callable[[ReplicaServer,
     return asyncio.run(main())
 
 
+def generate_refusal(config: ServerConfig, engine, mutate: Callable[[Any], None]) -> grpc.aio.AioRpcError:
+    """The error a replica answers a raw Generate with: the toy request's wire form, changed by ``mutate``."""
+    from cloud_service.convert import request_to_wire
+    from cloud_service.wire.v1 import inference_pb2_grpc
+
+    async def body(server, target):
+        wire = request_to_wire(_request(), model="toy")
+        mutate(wire)
+        async with grpc.aio.insecure_channel(target) as channel:
+            call = inference_pb2_grpc.InferenceStub(channel).Generate(
+                wire, metadata=(("authorization", f"Bearer {KEY}"),), timeout=10)
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                async for _ in call:
+                    pass
+        return caught.value
+
+    return run_with_server(config, engine, body)
+
+
 def test_32_concurrent_streams_complete_and_each_equals_the_engine_direct_output(tiny_llama, engine):
     async def body(server, target):
         direct = [await collect(engine.generate(_request(i))) for i in range(32)]
@@ -203,27 +222,13 @@ def test_max_tokens_is_capped_at_the_server_limit(tiny_llama, engine):
     [
         (lambda w: w.ClearField("request_id"), "request_id is empty"),
         (lambda w: w.ClearField("input"), "input is empty"),
-        (lambda w: setattr(w.sampling, "temperature", -1.0), "temperature must be"),
-        (lambda w: setattr(w.sampling, "top_p", 2.0), "top_p must lie"),
-        (lambda w: w.chat.messages[0].__setattr__("role", "robot"), "role 'robot'"),
+        (lambda w: setattr(w.sampling, "temperature", -1.0), "sampling.temperature must be"),
+        (lambda w: setattr(w.sampling, "top_p", 2.0), "sampling.top_p must lie"),
+        (lambda w: w.chat.messages[0].__setattr__("role", "robot"), "chat.messages[0].role 'robot'"),
     ],
 )
 def test_malformed_requests_are_invalid_argument_naming_the_field(tiny_llama, engine, mutate, message):
-    from cloud_service.convert import request_to_wire
-    from cloud_service.wire.v1 import inference_pb2_grpc
-
-    async def body(server, target):
-        wire = request_to_wire(_request(), model="toy")
-        mutate(wire)
-        async with grpc.aio.insecure_channel(target) as channel:
-            call = inference_pb2_grpc.InferenceStub(channel).Generate(
-                wire, metadata=(("authorization", f"Bearer {KEY}"),), timeout=10)
-            with pytest.raises(grpc.aio.AioRpcError) as caught:
-                async for _ in call:
-                    pass
-        return caught.value
-
-    error = run_with_server(_config(tiny_llama), engine, body)
+    error = generate_refusal(_config(tiny_llama), engine, mutate)
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert message in error.details()
 

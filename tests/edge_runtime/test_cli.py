@@ -32,7 +32,7 @@ def test_generate_prints_the_answer_with_tokens_logprobs_and_timings(bundles, pu
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--prompt", "hi", "--top-p", "0"], "top_p must lie in (0, 1]"),
+        (["--prompt", "hi", "--top-p", "0"], "sampling.top_p must lie in (0, 1]"),
         (["--prompt", "hi", "-m", "hi"], "not both"),
         (["-m", "hi", "--context-length", "100000"], "exceeds"),
     ],

@@ -26,7 +26,7 @@ def test_fingerprints_name_the_id_mapping_not_the_file() -> None:
 
 
 def test_prefix_tokens_must_end_the_prefix_and_be_ids() -> None:
-    with pytest.raises(InvalidRequestError, match="ends assistant_prefix"):
+    with pytest.raises(InvalidRequestError, match="^prefix_tokens.text must be the end of assistant_prefix"):
         _request("Hello", PrefixTokens("v", (1, 2), "world"))
     with pytest.raises(InvalidRequestError, match="non-negative token ids"):
         PrefixTokens("v", (), "")

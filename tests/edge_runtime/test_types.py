@@ -62,7 +62,7 @@ def test_sampling_defaults() -> None:
     ],
 )
 def test_invalid_sampling_values_name_the_field(field: str, value: object) -> None:
-    with pytest.raises(InvalidRequestError, match=field):
+    with pytest.raises(InvalidRequestError, match=rf"^sampling\.{field} must "):
         SamplingParams(**{field: value})
 
 
@@ -71,7 +71,7 @@ def test_invalid_sampling_values_name_the_field(field: str, value: object) -> No
     [("",), ["ok", ""], "", ("ok", 3), [None], (b"bytes",)],
 )
 def test_invalid_stop_sequences_name_the_field(stop: object) -> None:
-    with pytest.raises(InvalidRequestError, match="stop"):
+    with pytest.raises(InvalidRequestError, match=r"^sampling\.stop"):
         SamplingParams(stop=stop)  # type: ignore[arg-type]
 
 
@@ -137,13 +137,13 @@ def test_valid_roles(role: str) -> None:
 
 @pytest.mark.parametrize("role", ["", "bot", "User", "SYSTEM", None, 1])
 def test_bad_role_names_the_role(role: object) -> None:
-    with pytest.raises(InvalidRequestError, match="role"):
+    with pytest.raises(InvalidRequestError, match=r"^chat\.messages\[\]\.role"):
         Message(role, "text")  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("content", [None, 1, b"bytes", ["text"], {"type": "text"}])
 def test_non_string_content_names_the_content(content: object) -> None:
-    with pytest.raises(InvalidRequestError, match="content"):
+    with pytest.raises(InvalidRequestError, match=r"^chat\.messages\[\]\.content"):
         Message("user", content)  # type: ignore[arg-type]
 
 

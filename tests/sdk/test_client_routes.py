@@ -147,12 +147,15 @@ def test_streaming_equals_non_streaming_and_closing_early_frees_the_device(devic
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        (dict(messages=[]), "messages is empty"),
-        (dict(messages=[{"role": "wizard", "content": "hi"}]), "role 'wizard'"),
-        (dict(messages=[{"content": "hi"}]), r"messages\[0\] must be a mapping"),
-        (dict(messages="hello"), "must be a list"),
-        (dict(messages=QUESTION, max_tokens=10**9), "max_tokens must be an integer from 1"),
-        (dict(messages=QUESTION, temperature=-1), "temperature"),
+        (dict(messages=[]), r"^chat\.messages is empty"),
+        (dict(messages=[{"role": "wizard", "content": "hi"}]), r"^chat\.messages\[0\]\.role 'wizard'"),
+        (dict(messages=[{"content": "hi"}]), r"^chat\.messages\[0\] must be a mapping"),
+        (dict(messages="hello"), r"^chat\.messages must be a list"),
+        (dict(messages=QUESTION, max_tokens=10**9), r"^sampling\.max_tokens must be an integer from 1"),
+        (dict(messages=QUESTION, temperature=-1), r"^sampling\.temperature must be"),
+        (dict(messages=QUESTION, stop=["ok", ""]), r"^sampling\.stop\[1\] must be a non-empty string"),
+        (dict(messages=[*QUESTION, {"role": "assistant", "content": "It"}]),
+         r"^chat\.messages\[1\] is the assistant's; to continue an answer pass assistant_prefix="),
         (dict(messages=QUESTION, mode="sometimes"), "mode 'sometimes'"),
     ],
 )

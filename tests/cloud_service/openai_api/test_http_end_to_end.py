@@ -146,6 +146,16 @@ def test_errors_are_the_statuses_openai_clients_expect(servers):
     assert int(limited.value.response.headers["retry-after-ms"]) > 0
 
 
+@pytest.mark.parametrize("where", ["replica", "gateway"])
+def test_a_field_the_server_refuses_is_named_as_the_body_names_it(servers, where):
+    # top_p 0 passes the HTTP layer's range check; the replica refuses sampling.top_p, the caller reads top_p
+    with pytest.raises(openai.BadRequestError) as bad:
+        _client(servers, where).chat.completions.create(model="toy", messages=[{"role": "user", "content": "Hi"}],
+                                                        max_tokens=2, top_p=0)
+    assert bad.value.body["param"] == "top_p"
+    assert bad.value.body["message"].startswith("top_p must lie in (0, 1]")
+
+
 @pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl")
 def test_curl_streams_server_sent_events_and_sees_plain_errors(servers):
     body = json.dumps({"model": "toy", "messages": [{"role": "user", "content": QUESTION}], "max_tokens": 12,

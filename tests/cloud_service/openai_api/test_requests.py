@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 
 from cloud_service.openai_api.requests import BadRequest, chat_request, completion_request, parse_json
+from edge_runtime.errors import InvalidRequestError
+from edge_runtime.types import SamplingParams
 
 
 def _chat(**fields):
@@ -70,7 +72,7 @@ def test_bodies_this_server_cannot_answer_are_refused_naming_the_field(fields, p
     with pytest.raises(BadRequest) as caught:
         chat_request(_chat(**fields), "r")
     assert caught.value.param == param
-    assert param.split("[")[0].split(".")[0] in str(caught.value)
+    assert str(caught.value).startswith(param)  # the message names the field as param does
 
 
 @pytest.mark.parametrize("body", [b"", b"{", b"[1]", b"\xff\xfe", b'"text"'])
@@ -84,4 +86,43 @@ def test_a_body_that_is_not_a_json_object_is_refused(body):
 def test_completion_bodies_this_server_cannot_answer_are_refused(fields, param):
     with pytest.raises(BadRequest) as caught:
         completion_request({"model": "toy", "prompt": "Hi"} | fields, "r")
-    assert caught.value.param == param
+    assert caught.value.param == param and str(caught.value).startswith(param)
+
+
+PREFILLED = _chat(messages=[{"role": "user", "content": "Count"}, {"role": "assistant", "content": "1, 2,"}],
+                  max_completion_tokens=5)
+
+
+@pytest.mark.parametrize(("body", "message", "param"), [
+    (PREFILLED, "sampling.temperature must be a finite number >= 0, got -1.0", "temperature"),
+    (PREFILLED, "sampling.top_p must lie in (0, 1], got 0.0", "top_p"),
+    (PREFILLED, "sampling.max_tokens must be >= 1, got 0", "max_completion_tokens"),
+    (_chat(max_tokens=5), "sampling.max_tokens must be >= 1, got 0", "max_tokens"),
+    (PREFILLED, "sampling.stop[1] must be a non-empty string, got ''", "stop[1]"),
+    (PREFILLED, "chat.messages[0].role 'robot' is not one of system, user, assistant, tool", "messages[0].role"),
+    (PREFILLED, "chat.messages: the model's chat template rejected them: no system role", "messages"),
+    (PREFILLED, "chat.messages is empty; give at least one message", "messages"),
+    (PREFILLED, "assistant_prefix must be a string", "messages[1].content"),
+    (_chat(), "assistant_prefix must be a string", None),
+    (PREFILLED, "model 'toy' version 'v9' is not served here (toy@v1)", "model"),
+    (PREFILLED, "request_id is empty; give each request an id (Abort takes it)", None),  # the x-request-id header
+    (PREFILLED, "prefix_tokens.ids must be one or more non-negative token ids", None),
+    (PREFILLED, "the prompt is 300 tokens; this server accepts at most 256 (limits.max_prompt_tokens)", None),
+    ({"model": "toy", "prompt": "Hi"}, "prompt must be a non-empty string", "prompt"),
+    ({"model": "toy", "prompt": "Hi"}, "input is empty: set chat.messages or prompt", "prompt"),
+])
+def test_a_calls_error_names_the_bodys_field_for_the_wire_path(body, message, param):
+    asked = (chat_request if "messages" in body else completion_request)(body, "r")
+    said, named = asked.in_body_terms(message)
+    assert named == param
+    if param is None:
+        assert said == message
+    else:  # the same words, naming the body's field
+        assert said.startswith(param) and said.endswith(message.split(maxsplit=1)[1])
+
+
+def test_the_mapping_reads_the_runtimes_own_messages():
+    with pytest.raises(InvalidRequestError) as caught:
+        SamplingParams(top_p=0.0)
+    said, param = chat_request(_chat(), "r").in_body_terms(str(caught.value))
+    assert (said, param) == ("top_p must lie in (0, 1], got 0.0", "top_p")
