@@ -26,6 +26,7 @@ the field.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ from cloud_service.front_door.config import (
     parse_front_door,
     split_flags,
 )
+from edge_runtime.errors import InvalidRequestError
 
 ENGINES = ("cpu", "llamacpp", "vllm", "simulator")
 PATHLESS_ENGINES = ("simulator",)
@@ -97,6 +99,32 @@ def parse_distribution(data: dict[str, Any], base: Path) -> DistributionConfig:
     return DistributionConfig(bundles, tuple(resolve_path(k, base) for k in keys))
 
 
+_OPTIONS = {
+    "cpu": ("cloud_service.engines.cpu", "CpuEngineOptions"),
+    "llamacpp": ("cloud_service.engines.llamacpp", "LlamaCppEngineOptions"),
+    "vllm": ("cloud_service.engines.vllm", "VllmEngineOptions"),
+    "simulator": ("cloud_service.engines.simulator", "SimulatorOptions"),
+}
+"""Each engine's options dataclass (modules that import no engine library until an engine is made)."""
+
+
+def engine_options(engine: str, table: dict[str, Any], where: str) -> dict[str, Any]:
+    """``table`` (a [models.<engine>] table), checked by building the engine's options from it, so a wrong
+    option fails with the file, not at engine start: an unknown key or a bad value is a ConfigError naming the
+    field's path (``models[0].cpu.gather_s must be ...``)."""
+    module, name = _OPTIONS[engine]
+    options = getattr(importlib.import_module(module), name)
+    fields = {item.name for item in dataclasses.fields(options)}
+    known(table, fields, where)
+    try:
+        options(**table)
+    except (InvalidRequestError, TypeError, ValueError) as exc:
+        message = str(exc)
+        named = message.split(" ", 1)[0] in fields
+        raise ConfigError(f"{where}.{message}" if named else f"{where}: {message}") from exc
+    return table
+
+
 def parse_config(data: dict[str, Any], base: Path) -> ServerConfig:
     known(data, {*TABLES, "models", "distribution"}, "config")
     models = []
@@ -112,7 +140,7 @@ def parse_config(data: dict[str, Any], base: Path) -> ServerConfig:
         models.append(ModelConfig(
             name=expect(entry, "name", str, where), path=resolve_path(path, base),
             engine=engine, version=expect(entry, "version", str, where, ""),
-            engine_options=dict(expect(entry, engine, dict, where, {})),
+            engine_options=engine_options(engine, dict(expect(entry, engine, dict, where, {})), f"{where}.{engine}"),
         ))
     check_models(tuple(models))  # before the front door's tables: a file without models says so first
     distribution = parse_distribution(data, base)

@@ -51,7 +51,7 @@ def ask(client: HybridClient, messages: list[dict[str, str]]) -> None:
                 print(chunk.choices[0].delta.content, end="", flush=True)
             print()
         except NoRouteError as exc:  # the only side could not answer, and no other side may
-            print(f"\n  NoRouteError, device: {exc.reasons['device']}")
+            print(f"\n  NoRouteError, device: {exc.codes.get('device')}: {exc.reasons['device']}")
         show(stream.route)
 
 

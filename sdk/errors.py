@@ -37,10 +37,14 @@ class RequestError(TandemError, ValueError):
 
 
 class NoRouteError(TandemError):
-    """Neither side could give an answer. ``reasons`` maps "device" and "cloud" to why not."""
+    """Neither side could give an answer. ``reasons`` maps "device" and "cloud" to why not; ``codes`` maps each
+    side that was tried to its last attempt's failure code (``PromptTooLongError``, ``UNAVAILABLE``,
+    ``BREAKER_OPEN``...: the route's attempt codes), so a caller can tell a request no side can take from an
+    outage without the route."""
 
-    def __init__(self, reasons: Mapping[str, str]) -> None:
+    def __init__(self, reasons: Mapping[str, str], codes: Mapping[str, str] | None = None) -> None:
         self.reasons = dict(reasons)
+        self.codes = dict(codes or {})
         listed = "; ".join(f"{side}: {why}" for side, why in self.reasons.items())
         super().__init__(f"no side could answer ({listed})")
 

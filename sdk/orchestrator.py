@@ -183,12 +183,13 @@ class Orchestrator:
         side = decision.target
         use_cascade = (self.policy.cascade.enabled and side is Side.DEVICE and Side.CLOUD in allowed)
         delivered, attempt_no = Delivered(), 0
+        codes: dict[str, str] = {}
         while True:
             backend = self.sides[side]
             breaker = self.breakers[side]
             got, with_ids = 0, False
             if not breaker.allow():
-                failures[str(side)] = "circuit breaker open"
+                failures[str(side)], codes[str(side)] = "circuit breaker open", "BREAKER_OPEN"
                 exhausted.add(side)
                 failure: SideFailure | None = SideFailure(
                     side, Reason.CLOUD_BREAKER_OPEN if side is Side.CLOUD else Reason.DEVICE_BREAKER_OPEN,
@@ -240,7 +241,7 @@ class Orchestrator:
                         self._link_heard(False)
                     route.attempt(side, stream.model, stream.version, got, False, caught.code, caught.detail,
                                   _continued(sub, stream))
-                    failures[str(side)] = caught.detail
+                    failures[str(side)], codes[str(side)] = caught.detail, caught.code
                     if not caught.retryable or tries[side] >= self.policy.retry.attempts:
                         exhausted.add(side)
             assert failure is not None
@@ -261,7 +262,7 @@ class Orchestrator:
                         delay = max(delay, min(failure.retry_after_s, retry.max_delay_s))
                     await asyncio.sleep(delay)
                 continue
-            raise NoRouteError(failures)
+            raise NoRouteError(failures, codes)
 
 
 

@@ -79,16 +79,16 @@ class SimulatorOptions:
         for name in ("max_running", "max_waiting", "prefill_chunk_tokens", "kv_capacity_tokens", "context_length"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise InvalidRequestError(f"simulator option {name} must be an integer >= 1, got {value!r}")
+                raise InvalidRequestError(f"{name} must be an integer >= 1, got {value!r}")
         if not isinstance(self.prefix_cache_tokens, int) or self.prefix_cache_tokens < 0:
-            raise InvalidRequestError(f"simulator option prefix_cache_tokens must be an integer >= 0, "
+            raise InvalidRequestError(f"prefix_cache_tokens must be an integer >= 0, "
                                       f"got {self.prefix_cache_tokens!r}")
         for name in ("prefill_s_per_token", "decode_step_s", "decode_s_per_sequence"):
             value = getattr(self, name)
             if not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value < math.inf:
-                raise InvalidRequestError(f"simulator option {name} must be a number >= 0, got {value!r}")
+                raise InvalidRequestError(f"{name} must be a number >= 0, got {value!r}")
         if self.kv_capacity_tokens < self.context_length:
-            raise InvalidRequestError(f"simulator option kv_capacity_tokens ({self.kv_capacity_tokens}) must hold "
+            raise InvalidRequestError(f"kv_capacity_tokens ({self.kv_capacity_tokens}) must hold "
                                       f"at least one full context ({self.context_length})")
 
     @classmethod

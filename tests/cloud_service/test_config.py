@@ -67,6 +67,16 @@ def test_flags_override_the_file(tmp_path):
         (lambda t: t + "\n[[models]]\nname = \"toy\"\npath = \"x\"\n", "names must be unique"),
         (lambda t: t + "\n[bogus]\n", "config: unknown field"),
         (lambda t: t + "\n[[broken", "not valid TOML"),
+        (lambda t: t.replace("max_running = 4", "max_runing = 4"),
+         r"models\[0\].cpu: unknown field\(s\) max_runing; allowed: context_length, dtype, gather_s, max_running"),
+        (lambda t: t.replace("max_running = 4", "gather_s = 9"), r"models\[0\].cpu.gather_s must be a number of"),
+        (lambda t: t.replace("max_running = 4", 'max_running = "4"'), r"models\[0\].cpu.max_running must be an int"),
+        (lambda t: t.replace("[models.cpu]\nmax_running = 4",
+                             'engine = "llamacpp"\n[models.llamacpp]\nbatch_tokens = 1'),
+         r"models\[0\].llamacpp.batch_tokens \(1\) must be at least max_running"),
+        (lambda t: t.replace("[models.cpu]\nmax_running = 4",
+                             'engine = "simulator"\n[models.simulator]\nmax_waiting = 0'),
+         r"models\[0\].simulator.max_waiting must be an integer >= 1"),
     ],
 )
 def test_invalid_configs_name_the_field(tmp_path, edit, message):

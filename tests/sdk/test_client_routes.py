@@ -181,4 +181,5 @@ def test_both_sides_impossible_is_one_error_with_each_reason(tmp_path, public_ke
     assert set(error.reasons) == {"device", "cloud"}
     assert error.reasons["device"] == Reason.NO_BUNDLE
     assert "UNAVAILABLE" in error.reasons["cloud"] or "connect" in error.reasons["cloud"].lower()
+    assert set(error.codes) == {"cloud"} and error.codes["cloud"]  # the device was never tried: no bundle
     asyncio.set_event_loop(None)
