@@ -14,8 +14,6 @@ request gives the same text on the device and in the cloud for the same model.
 
 from __future__ import annotations
 
-import asyncio
-import collections
 import logging
 import os
 import threading
@@ -26,12 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from cloud_service.engines.kv_batch import KvBatch, prebuilt_mask_fits, prefill_inputs, prefill_mask, select_rows
-from edge_runtime.channel import END, RequestChannel, Wakes, abort_request
+from cloud_service.engines.waiting import WaitingQueue
+from edge_runtime.channel import END, RequestChannel, Wakes
 from edge_runtime.chat import TokenizerFacts, load_chat_template
 from edge_runtime.engine import EngineInfo
 from edge_runtime.errors import (
     EdgeRuntimeError,
-    EngineBusyError,
     EngineClosedError,
     GenerationError,
     InvalidRequestError,
@@ -109,12 +107,11 @@ class CpuEngine:
             details={"path": str(folder), "dtype": self.options.dtype, "max_running": self.options.max_running},
             vocabulary=self.tokenizer.vocabulary,
         )
-        self._waiting: collections.deque[RequestChannel] = collections.deque()
+        self._queue = WaitingQueue(self._info.model, self.options.max_waiting)
+        self._wake = self._queue.wake
         self._rows: list[_Row] = []
         self._prefilling: list[RequestChannel] = []
         """The requests of the prefill running now: taken from the queue, not yet rows."""
-        self._wake = threading.Condition()
-        self._closed = False
         self._prebuilt_mask = prebuilt_mask_fits(self.model.config, self.context_length)
         self._batch = self._new_batch()
         self._worker = threading.Thread(target=self._serve, name=f"tandem-cpu-{self._info.model}", daemon=True)
@@ -145,7 +142,7 @@ class CpuEngine:
 
     @property
     def waiting(self) -> int:
-        return len(self._waiting)
+        return len(self._queue)
 
     @property
     def max_running(self) -> int:
@@ -160,47 +157,15 @@ class CpuEngine:
         """Fraction of the batch's token capacity (max_running x context) in use."""
         return self._batch.tokens() / (self.options.max_running * self.context_length)
 
-    async def generate(self, request: GenerationRequest) -> AsyncIterator[TokenEvent]:
-        channel = RequestChannel(request, asyncio.get_running_loop())
-        with self._wake:
-            if self._closed:
-                raise EngineClosedError(f"{self._info.model}: the engine is closed")
-            if len(self._waiting) >= self.options.max_waiting:
-                raise EngineBusyError(
-                    f"{self._info.model}: {len(self._waiting)} requests are already waiting "
-                    f"(max_waiting={self.options.max_waiting}); retry later"
-                )
-            self._waiting.append(channel)
-            self._wake.notify()
-        stream = channel.stream(self._left)
-        try:
-            async for event in stream:
-                yield event
-        finally:
-            await stream.aclose()
-
-    async def _left(self, channel: RequestChannel) -> None:
-        with self._wake:
-            if channel in self._waiting:
-                self._waiting.remove(channel)
-                return
-        await channel.wait_until_end()
+    def generate(self, request: GenerationRequest) -> AsyncIterator[TokenEvent]:
+        # The queue's own stream, not a wrapper around it: closing it is what frees the request's slot.
+        return self._queue.stream(request)
 
     async def abort(self, request_id: str) -> bool:
-        return abort_request(self._wake, request_id, self._waiting,
-                             lambda: [r.channel for r in self._rows] + list(self._prefilling))
+        return self._queue.abort(request_id, lambda: [r.channel for r in self._rows] + list(self._prefilling))
 
     def close(self) -> None:
-        with self._wake:
-            if self._closed:
-                return
-            self._closed = True
-            waiting, self._waiting = list(self._waiting), collections.deque()
-            self._wake.notify_all()
-        for channel in waiting:
-            channel.send(EngineClosedError(f"{self._info.model}: the engine was closed before this request ran"))
-            channel.send(END)
-        if self._worker is not threading.current_thread():
+        if self._queue.close() and self._worker is not threading.current_thread():
             self._worker.join()
 
     # -- the scheduler thread --------------------------------------------------------------------------------
@@ -211,15 +176,13 @@ class CpuEngine:
         with torch.inference_mode():
             while True:
                 with self._wake:
-                    while not self._waiting and not self._rows and not self._closed:
+                    while not self._queue and not self._rows and not self._queue.closed:
                         self._wake.wait()
                     if not self._rows and self.options.gather_s > 0:
                         self._gather()
-                    if self._closed:
+                    if self._queue.closed:
                         break
-                    admitted = []
-                    while self._waiting and len(self._rows) + len(admitted) < self.options.max_running:
-                        admitted.append(self._waiting.popleft())
+                    admitted = self._queue.take(self.options.max_running - len(self._rows))
                 live = [c for c in admitted if not c.cancelled.is_set()]
                 for channel in admitted:
                     if channel.cancelled.is_set():
@@ -245,14 +208,14 @@ class CpuEngine:
         (see ``CpuEngineOptions.gather_s``)."""
         quiet = self.options.gather_s
         now = time.monotonic()
-        limit, deadline, seen = now + GATHER_LIMIT_FACTOR * quiet, now + quiet, len(self._waiting)
-        while len(self._waiting) < self.options.max_running and not self._closed:
+        limit, deadline, seen = now + GATHER_LIMIT_FACTOR * quiet, now + quiet, len(self._queue)
+        while len(self._queue) < self.options.max_running and not self._queue.closed:
             left = min(deadline, limit) - time.monotonic()
             if left <= 0:
                 return
             self._wake.wait(left)
-            if len(self._waiting) > seen:  # another one came: wait for a quiet spell again
-                deadline, seen = time.monotonic() + quiet, len(self._waiting)
+            if len(self._queue) > seen:  # another one came: wait for a quiet spell again
+                deadline, seen = time.monotonic() + quiet, len(self._queue)
 
     def _admit(self, channels: list[RequestChannel]) -> None:
         """Prefill the admitted requests in one forward pass, emit each one's first token, and add those that
@@ -337,5 +300,5 @@ class CpuEngine:
     def _finish_cancelled(self, row: _Row) -> None:
         if row.channel.aborted:
             row.channel.send(TokenEvent("", None, None, FinishReason.ABORT, row.state.usage))
-        elif self._closed:
+        elif self._queue.closed:
             row.channel.send(EngineClosedError(f"{self._info.model}: the engine was closed during this request"))

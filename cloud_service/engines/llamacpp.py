@@ -20,8 +20,6 @@ fail over between the device and a replica and continue from token ids.
 
 from __future__ import annotations
 
-import asyncio
-import collections
 import ctypes
 import logging
 import os
@@ -33,14 +31,14 @@ from typing import Any
 
 import numpy as np
 
+from cloud_service.engines.waiting import WaitingQueue
 from edge_runtime.bundle import MANIFEST_FILE, Manifest
-from edge_runtime.channel import END, RequestChannel, Wakes, abort_request
+from edge_runtime.channel import END, RequestChannel, Wakes
 from edge_runtime.chat import TokenizerFacts, load_chat_template
 from edge_runtime.decoder import reusable_prefix
 from edge_runtime.engine import EngineInfo
 from edge_runtime.errors import (
     EdgeRuntimeError,
-    EngineBusyError,
     EngineClosedError,
     GenerationError,
     InvalidRequestError,
@@ -165,10 +163,9 @@ class LlamaCppEngine:
         )
         self._slots = [_Slot(seq) for seq in range(self.options.max_running)]
         self._free: list[_Slot] = list(self._slots)
-        self._waiting: collections.deque[RequestChannel] = collections.deque()
+        self._queue = WaitingQueue(self._info.model, self.options.max_waiting)
+        self._wake = self._queue.wake
         self._rows: list[_Row] = []
-        self._wake = threading.Condition()
-        self._closed = False
         self._worker = threading.Thread(target=self._serve, name=f"tandem-llamacpp-{self._info.model}", daemon=True)
         self._worker.start()
 
@@ -214,7 +211,7 @@ class LlamaCppEngine:
 
     @property
     def waiting(self) -> int:
-        return len(self._waiting)
+        return len(self._queue)
 
     @property
     def max_running(self) -> int:
@@ -230,43 +227,16 @@ class LlamaCppEngine:
         """How many tokens the request's prompt is, formatted and tokenized as generate() will."""
         return len(prompt_ids(self.tokenizer, request, self.template))
 
-    async def generate(self, request: GenerationRequest) -> AsyncIterator[TokenEvent]:
-        channel = RequestChannel(request, asyncio.get_running_loop())
-        with self._wake:
-            if self._closed:
-                raise EngineClosedError(f"{self._info.model}: the engine is closed")
-            if len(self._waiting) >= self.options.max_waiting:
-                raise EngineBusyError(f"{self._info.model}: {len(self._waiting)} requests are already waiting "
-                                      f"(max_waiting={self.options.max_waiting}); retry later")
-            self._waiting.append(channel)
-            self._wake.notify()
-        stream = channel.stream(self._left)
-        try:
-            async for event in stream:
-                yield event
-        finally:
-            await stream.aclose()
-
-    async def _left(self, channel: RequestChannel) -> None:
-        with self._wake:
-            if channel in self._waiting:
-                self._waiting.remove(channel)
-                return
-        await channel.wait_until_end()
+    def generate(self, request: GenerationRequest) -> AsyncIterator[TokenEvent]:
+        # The queue's own stream, not a wrapper around it: closing it is what frees the request's slot.
+        return self._queue.stream(request)
 
     async def abort(self, request_id: str) -> bool:
-        return abort_request(self._wake, request_id, self._waiting, lambda: [r.channel for r in self._rows])
+        return self._queue.abort(request_id, lambda: [r.channel for r in self._rows])
 
     def close(self) -> None:
-        with self._wake:
-            if self._closed:
-                return
-            self._closed = True
-            waiting, self._waiting = list(self._waiting), collections.deque()
-            self._wake.notify_all()
-        for channel in waiting:
-            channel.send(EngineClosedError(f"{self._info.model}: the engine was closed before this request ran"))
-            channel.send(END)
+        if not self._queue.close():
+            return
         if self._worker is not threading.current_thread():
             self._worker.join()
         llama_cpp = self._llama_cpp
@@ -279,13 +249,11 @@ class LlamaCppEngine:
     def _serve(self) -> None:
         while True:
             with self._wake:
-                while not self._waiting and not self._rows and not self._closed:
+                while not self._queue and not self._rows and not self._queue.closed:
                     self._wake.wait()
-                if self._closed:
+                if self._queue.closed:
                     break
-                admitted = []
-                while self._waiting and self._free:
-                    admitted.append(self._waiting.popleft())
+                admitted = self._queue.take(len(self._free))  # each takes a slot (one that ends at once, none)
             wakes = Wakes()
             for channel in admitted:
                 self._admit(channel, wakes)
@@ -398,7 +366,7 @@ class LlamaCppEngine:
         if aborted:
             if row.channel.aborted:
                 row.channel.send(TokenEvent("", None, None, FinishReason.ABORT, row.state.usage), wakes)
-            elif self._closed:
+            elif self._queue.closed:
                 row.channel.send(EngineClosedError(f"{self._info.model}: the engine was closed during this request"),
                                  wakes)
         if forget:  # the cache may not hold what slot.ids says

@@ -89,6 +89,27 @@ def test_the_replica_continues_a_device_answer_from_its_token_ids_exactly(pair):
     assert tuple(whole[10:]) == rest.token_ids
 
 
+def test_more_requests_than_slots_wait_their_turn_and_each_gets_its_own_answer(pair, bundle):
+    _, roomy = pair
+    tight = LlamaCppEngine(bundle, options=LlamaCppEngineOptions(context_length=CONTEXT, max_running=2))
+
+    async def run():
+        expected = [await collect(roomy.generate(_request(p, tokens=8))) for p in PROMPTS]
+        tasks = [asyncio.ensure_future(collect(tight.generate(_request(p, tokens=8)))) for p in PROMPTS]
+        seen = (0, 0)
+        while not all(task.done() for task in tasks):  # bounded by the tasks' own end
+            seen = max(seen, (tight.running, tight.waiting))
+            await asyncio.sleep(0.001)
+        return expected, [task.result() for task in tasks], seen
+
+    try:
+        expected, answers, (running, waiting) = asyncio.run(asyncio.wait_for(run(), 120))
+    finally:
+        tight.close()
+    assert [a.token_ids for a in answers] == [e.token_ids for e in expected]
+    assert running == 2 and waiting >= 1  # two slots busy, the rest queued: never more rows than slots
+
+
 def test_load_figures_and_refusals(pair, bundle, tmp_path):
     _, replica = pair
     assert replica.max_running == 8 and replica.running == 0 and replica.waiting == 0
