@@ -46,6 +46,7 @@ def build(
         None, envvar="TANDEM_SIGNING_KEY", help=SIGNING_KEY_HELP + " Overrides the recipe's [signing]."
     ),
     overwrite: bool = typer.Option(False, help="Replace an existing output folder (atomically)."),
+    source: Path = typer.Option(None, help="Model folder to use instead of the recipe's [model] source."),
 ) -> None:
     """Run a recipe: optional distillation, then every target as a checked, signed bundle."""
     with cli_errors():
@@ -55,7 +56,7 @@ def build(
         from export.recipe import load_recipe
         from export.signing_keys import load_private_key
 
-        recipe = load_recipe(recipe_file)
+        recipe = load_recipe(recipe_file, source=source)
         key_source = signing_key or recipe.signing_key
         if key_source is None:
             raise RecipeError("no signing key: set [signing] key or key_env in the recipe, or pass --signing-key")

@@ -158,8 +158,11 @@ def _signing_key(table: Mapping[str, Any], environ: Mapping[str, str], base: Pat
     return str(base / _typed(table["key"], "signing.key", str))
 
 
-def load_recipe(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> Recipe:
-    """Read and validate a recipe; relative paths are resolved against the recipe's folder."""
+def load_recipe(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None, *,
+                source: str | os.PathLike[str] | None = None) -> Recipe:
+    """Read and validate a recipe; relative paths are resolved against the recipe's folder. ``source`` (a
+    command line's, relative to the working folder) replaces [model] source: one committed recipe for the
+    model folder a pipeline was handed."""
     recipe_path = Path(path)
     try:
         data = tomllib.loads(recipe_path.read_text())
@@ -175,7 +178,7 @@ def load_recipe(path: str | os.PathLike[str], environ: Mapping[str, str] | None 
 
     model = _table(data, "model", "")
     _unknown(model, ("source", "name"), "model")
-    source = resolve(_require(model, "source", "model", str))
+    source = Path(source).resolve() if source is not None else resolve(_require(model, "source", "model", str))
     name = _typed(model.get("name", source.name), "model.name", str)
 
     evaluation = _table(data, "evaluation", "")

@@ -136,3 +136,13 @@ def test_the_cli_reports_a_bad_recipe_with_exit_2(workspace: Path) -> None:
     result = invoke("export", "build", str(workspace / "missing.toml"), "--out", str(workspace / "o"))
     assert result.exit_code == 2
     assert "no recipe at" in result.output
+
+
+def test_the_command_line_can_point_a_committed_recipe_at_another_model_folder(workspace: Path, tiny_qwen2: Path,
+                                                                              monkeypatch) -> None:
+    target = '[[targets]]\nformat = "gguf"\nquantization = "f16"\n'
+    body = BASE.replace('source = "model"', 'source = "nowhere"') + target
+    recipe = _write(workspace, body, "elsewhere.toml")
+    monkeypatch.chdir(tiny_qwen2.parent)
+    assert load_recipe(recipe, source=tiny_qwen2.name).source == tiny_qwen2.resolve()
+    assert load_recipe(recipe).source == (workspace / "nowhere").resolve()  # the recipe's own, by default
