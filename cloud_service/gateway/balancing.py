@@ -2,9 +2,9 @@
 
 - ``round_robin``: each candidate in turn (blind to load; the baseline).
 - ``random``: a candidate drawn uniformly at random (blind to load; the baseline P2C's second choice improves on).
-- ``least_loaded``: the lowest utilization (``load.utilization``: requests weighted by what they still cost the
-  replica, over what it can run at once), ties broken at random.
-- ``p2c``: power of two choices: the less loaded of two candidates drawn at random. Nearly as good as
+- ``least_loaded``: the shortest expected wait (``load.expected_wait``: requests weighted by what they still
+  cost the replica, over what it can run at once, times how slow it has been going), ties broken at random.
+- ``p2c``: power of two choices: the less loaded (by expected wait) of two candidates drawn at random. Nearly as good as
   least-loaded with fresh loads, and better with stale ones (it does not herd every request to the one
   replica that looked idle at the last poll).
 - ``p2c_affinity``: requests that share a prompt prefix with an earlier one go to the replica that served it
@@ -38,7 +38,7 @@ import random
 from collections.abc import Sequence
 from enum import StrEnum
 
-from cloud_service.gateway.load import utilization
+from cloud_service.gateway.load import expected_wait, reference_pace, utilization
 from cloud_service.gateway.membership import Replica
 from cloud_service.wire.v1 import inference_pb2 as pb
 
@@ -153,11 +153,13 @@ class Balancer:
 
     def least_loaded(self, candidates: Sequence[Replica]) -> Replica:
         rng = self._rng.random
-        return min(candidates, key=lambda c: (utilization(c), rng()))
+        reference = reference_pace(candidates)
+        return min(candidates, key=lambda c: (expected_wait(c, reference), rng()))
 
     def power_of_two(self, candidates: Sequence[Replica]) -> Replica:
         if len(candidates) == 1:
             return candidates[0]
         first, second = self._rng.sample(range(len(candidates)), 2)
         a, b = candidates[first], candidates[second]
-        return a if utilization(a) <= utilization(b) else b
+        reference = reference_pace(candidates)
+        return a if expected_wait(a, reference) <= expected_wait(b, reference) else b

@@ -16,7 +16,14 @@ prompts is limited by its KV cache long before ``max_num_seqs``, and then 1.0 me
 than a batch it can never run.
 
 Utilization is in batch fractions: 1.0 is a full batch (or a full KV cache); above 1.0 requests queue on the
-replica. The balancing policies and the affinity imbalance guard compare utilizations. A replica is
+replica. The affinity imbalance guard compares utilizations. The balancing policies compare what a new
+request would wait for, which also weighs how fast each replica has been going (``work.DecodePace``):
+
+    expected wait = (load + 1) / batch x pace / reference pace
+
+with the reference the median pace of the candidates (a factor of 1 until two of them have one; clamped to
+``PACE_FACTOR_LIMITS``). On equal replicas the factors stay near 1 and this orders replicas as utilization
+does; a replica at half speed counts its work twice, so it gets the share of traffic it can finish. A replica is
 *saturated* (admission control) when it runs a full batch and ``replica_queue_limit`` or more wait, in
 requests, not work:
 
@@ -52,6 +59,9 @@ KV_BATCH_SMOOTHING = 0.2
 LOAD_TIMEOUT_FACTOR = 4
 """A GetLoad call may take this many poll intervals (at least MIN_LOAD_TIMEOUT_S) before it counts as failed."""
 MIN_LOAD_TIMEOUT_S = 0.5
+PACE_FACTOR_LIMITS = (0.25, 4.0)
+"""A replica's pace counts at most this much faster or slower than the reference (one odd sample, or a pace
+measured long ago, cannot send it all or none of the traffic)."""
 
 
 @dataclass(frozen=True)
@@ -97,6 +107,25 @@ def batch(replica: Replica) -> float:
 
 def utilization(replica: Replica) -> float:
     return weighted_load(replica) / batch(replica)
+
+
+def reference_pace(candidates: Iterable[Replica]) -> float | None:
+    """The median seconds per token of the candidates that have a pace; None when fewer than two do."""
+    paces = sorted(p for p in (c.work.pace.seconds_per_token for c in candidates) if p is not None and p > 0)
+    if len(paces) < 2:
+        return None
+    middle = len(paces) // 2
+    return paces[middle] if len(paces) % 2 else (paces[middle - 1] + paces[middle]) / 2
+
+
+def expected_wait(replica: Replica, reference: float | None) -> float:
+    """What a new request would wait for on ``replica``, in batch fractions of a reference-paced replica."""
+    share = (weighted_load(replica) + 1) / batch(replica)
+    pace = replica.work.pace.seconds_per_token
+    if reference is None or pace is None or pace <= 0:
+        return share
+    low, high = PACE_FACTOR_LIMITS
+    return share * min(high, max(low, pace / reference))
 
 
 def kv_batch(report: pb.LoadReport, previous: LoadSnapshot | None) -> float | None:

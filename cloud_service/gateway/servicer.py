@@ -230,7 +230,7 @@ class GatewayServicer(FrontDoorServicer):
                 try:
                     while chunk is not grpc.aio.EOF:
                         if work is not None:
-                            replica.work.received(work, len(chunk.token_ids))
+                            replica.work.received(work, len(chunk.token_ids), self._clock())
                         chunk = resume.trim(chunk)
                         last = chunk
                         if flight.abort_pending:

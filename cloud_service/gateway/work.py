@@ -17,6 +17,11 @@ one average request counts 1, as it did when requests were counted. Two requests
 then weigh what they will cost it: a 4000-token prompt being prefilled delays every first token behind it,
 and a request with 10 tokens left frees its slot (and KV) soon.
 
+Each replica's *pace* (``DecodePace``) is the seconds per generated token its streams have been coming back at
+(an exponentially weighted mean over the chunks after each stream's first), so the balancer can tell a slow
+replica from a fast one holding the same work (``load.expected_wait``): work counts what a replica holds, pace
+how fast it gets through it.
+
 Prefill is weighted below decode because a prompt token costs a replica far less time than a generated
 one: a GPU prefills a 7-8B model at thousands of tokens/s (compute-bound, about 0.25 ms/token on a 24 GB
 card), while each decoded token takes a whole step (30+ ms, shared by a batch of about 30: about 1 ms per
@@ -40,6 +45,9 @@ MAX_DECODE_TOKENS_COUNTED = 1024
 """max_tokens is a bound, not a forecast: a caller that asks for 8192 out of caution counts at most this many."""
 COST_SCALE_WEIGHT = 0.05
 """Weight of each routed request in the mean request cost (the mean follows the last ~20 requests)."""
+PACE_WEIGHT = 0.05
+"""Weight of each chunk's seconds per token in a replica's pace (about the last 20 chunks: a second or two of a
+busy replica's streams, so a slowdown shows within a few requests)."""
 
 
 def prompt_tokens(request: pb.GenerateRequest) -> int:
@@ -67,6 +75,8 @@ class RequestWork:
     """Still to come."""
     prefilled: bool = False
     """Its first chunk arrived (its prompt no longer counts)."""
+    last_chunk_at: float | None = None
+    """When its last chunk arrived (the start of the next chunk's pace sample)."""
 
     @classmethod
     def of(cls, request: pb.GenerateRequest) -> RequestWork:
@@ -90,6 +100,23 @@ class CostScale:
         self.mean += weight * (max(cost, 1.0) - self.mean)
 
 
+class DecodePace:
+    """Seconds per generated token of one replica's streams (exponentially weighted); None until measured."""
+
+    def __init__(self) -> None:
+        self.seconds_per_token: float | None = None
+        self.samples = 0
+
+    def observe(self, seconds: float, tokens: int) -> None:
+        if tokens <= 0 or seconds < 0:
+            return
+        sample = seconds / tokens
+        self.samples += 1
+        weight = max(PACE_WEIGHT, 1 / self.samples)
+        before = self.seconds_per_token
+        self.seconds_per_token = sample if before is None else before + weight * (sample - before)
+
+
 @dataclass(eq=False)
 class ReplicaWork:
     """The sum of the costs of the gateway's requests on one replica, kept as two token totals."""
@@ -99,6 +126,7 @@ class ReplicaWork:
     """Prompt tokens of requests whose first chunk has not arrived."""
     decode_tokens: int = 0
     """Decode tokens still to come, over every request."""
+    pace: DecodePace = field(default_factory=DecodePace)
 
     @property
     def cost(self) -> float:
@@ -116,11 +144,16 @@ class ReplicaWork:
         if not work.prefilled:
             self.prefill_tokens += work.prompt_tokens
 
-    def received(self, work: RequestWork, tokens: int) -> None:
-        """A chunk of ``tokens`` tokens arrived for the request (its first ends the prefill)."""
+    def received(self, work: RequestWork, tokens: int, now: float | None = None) -> None:
+        """A chunk of ``tokens`` tokens arrived for the request at ``now`` (its first ends the prefill; each
+        later one is a pace sample: the time since the one before over its tokens)."""
         if not work.prefilled:
             work.prefilled = True
             self.prefill_tokens -= work.prompt_tokens
+        elif now is not None and work.last_chunk_at is not None:
+            self.pace.observe(now - work.last_chunk_at, tokens)
+        if now is not None and tokens:
+            work.last_chunk_at = now
         done = min(tokens, work.decode_tokens)
         work.decode_tokens -= done
         self.decode_tokens -= done

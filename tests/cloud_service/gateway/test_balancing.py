@@ -16,6 +16,7 @@ import pytest
 from cloud_service.client import CloudClient
 from cloud_service.gateway.balancing import AFFINITY_BLOCK_CHARS, Affinity, Balancer, affinity_keys
 from cloud_service.gateway.load import utilization
+from cloud_service.gateway.work import DecodePace, ReplicaWork, RequestWork
 from cloud_service.wire.v1 import inference_pb2 as pb
 from edge_runtime import FinishReason, Message, collect
 from tests.cloud_service.gateway.support import (
@@ -142,7 +143,7 @@ class StandIn:
     """What the balancer reads of a replica: its address and its load (no report: a batch of 16)."""
 
     address: str
-    work: SimpleNamespace = field(default_factory=lambda: SimpleNamespace(requests=0.0))
+    work: SimpleNamespace = field(default_factory=lambda: SimpleNamespace(requests=0.0, pace=DecodePace()))
     load: None = None
 
 
@@ -234,3 +235,37 @@ def test_a_conversations_next_turn_yields_when_its_replica_is_much_busier():
     assert outcome is Affinity.YIELD and moved is not home
     home.work.requests = 0.0
     assert balancer.pick(replicas, _keys(third)) == (moved, Affinity.HIT)  # the history moved with it
+
+
+def _paced(replicas: list[StandIn], seconds_per_token: list[float]) -> None:
+    for replica, pace in zip(replicas, seconds_per_token, strict=True):
+        replica.work.pace.observe(pace * 10, 10)
+
+
+@pytest.mark.parametrize("policy", ["least_loaded", "p2c"])
+def test_a_replica_going_at_half_speed_counts_its_work_twice(policy):
+    fast, slow = _replicas(2)
+    _paced([fast, slow], [0.02, 0.04])
+    balancer = Balancer(policy, rng=random.Random(1))
+    fast.work.requests = slow.work.requests = 2.0
+    assert {balancer.pick([fast, slow])[0].address for _ in range(20)} == {fast.address}
+    fast.work.requests = 6.0  # (6 + 1) x 1 > (2 + 1) x 2: now the slow one is the shorter wait
+    assert {balancer.pick([fast, slow])[0].address for _ in range(20)} == {slow.address}
+
+
+def test_without_two_paces_the_balancer_goes_by_work_alone():
+    fast, slow = _replicas(2)
+    _paced([slow], [0.04])
+    fast.work.requests, slow.work.requests = 3.0, 2.0
+    assert Balancer("least_loaded").pick([fast, slow])[0] is slow
+
+
+def test_a_replicas_pace_comes_from_the_chunks_after_each_streams_first():
+    work = ReplicaWork()
+    request = RequestWork(prompt_tokens=40, decode_tokens=100)
+    work.add(request)
+    work.received(request, 1, now=10.0)  # the first chunk: after the prefill, not a decode sample
+    assert work.pace.seconds_per_token is None
+    work.received(request, 2, now=10.1)
+    work.received(request, 4, now=10.2)
+    assert work.pace.seconds_per_token == pytest.approx((0.05 + 0.025) / 2)
