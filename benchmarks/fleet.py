@@ -2,6 +2,7 @@
 
     python -m benchmarks.fleet [--json] [--quick] [--requests N] [--load F] [--seed N] [--conversations N]
                                [--turns N] [--bursty-requests N] [--overload F] [--overload-s S] [--plot PATH]
+                               [--only bursty]
 
 Fleet: 4 replicas (``tandem cloud serve``, each its own process) running the *load simulator* engine
 (``cloud_service.engines.simulator``: batching, chunked prefill, KV reservation, a per-replica prefix cache
@@ -785,6 +786,18 @@ class Bench:
                      f"(turns after the first: {rows[policy]['later_turns_cache_hit_ratio']:.1%})")
         return rows
 
+    async def bursty_only(self) -> dict[str, Any]:
+        """The heterogeneous, bursty scenario alone (``--only bursty``): one seed's balancer ratios, for a
+        median over seeds (one run's p99 moves about 10 %)."""
+        with tempfile.TemporaryDirectory(prefix="tandem-fleet-") as folder:
+            fleet = await self.fleet("compute_bound", Path(folder), slow=True)
+            try:
+                burst = await self.bursty(fleet, capacity(self.workload, self.profiles["compute_bound"]))
+            finally:
+                await fleet.stop()
+        return {"seed": self.options.seed, "bursty": burst, **{f"bursty_{name}": value
+                                                               for name, value in burst["ratios"].items()}}
+
     async def fleet(self, profile: str, work: Path, *, slow: bool) -> ProcessFleet:
         folder = work / profile
         folder.mkdir()
@@ -922,6 +935,8 @@ def main() -> None:
     parser.add_argument("--overload-s", type=float, default=None, help="how long the overload lasts, s [25]")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--plot", type=Path, default=DEFAULT_PLOT, help="where the PNG goes")
+    parser.add_argument("--only", choices=["bursty"], default=None,
+                        help="run one scenario and print its JSON (bursty: the balancer goals, one seed)")
     options = parser.parse_args()
     quick = {"requests": 40, "conversations": 6, "turns": 2, "bursty_requests": 40, "overload_s": 1.0}
     full = {"requests": 500, "conversations": 100, "turns": 5, "bursty_requests": 500, "overload_s": 25.0}
@@ -930,6 +945,9 @@ def main() -> None:
             setattr(options, name, value)
     console = Console(stderr=True)
     started = time.perf_counter()
+    if options.only == "bursty":
+        print(json.dumps(asyncio.run(Bench(options, console.print).bursty_only()), indent=2))
+        return
     result = asyncio.run(Bench(options, console.print).run())
     result["wall_s"] = time.perf_counter() - started
     plot(result, options.plot)
