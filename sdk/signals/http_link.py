@@ -15,7 +15,6 @@ thread) is created by the first check: building a monitor opens no socket.
 from __future__ import annotations
 
 import ssl
-import time
 from typing import TYPE_CHECKING, Any
 
 from sdk.signals.link import DEFAULT_PROBE_INTERVAL_S, DEFAULT_PROBE_TIMEOUT_S, LinkMonitor
@@ -57,26 +56,15 @@ class HttpLinkMonitor(LinkMonitor):
                 self._check = client.get
             return self._check
 
-    def _probe(self) -> tuple[bool, float | None, str] | None:
-        """One check: (answered 2xx, round trip in ms, why not); None when the monitor closed meanwhile."""
-        get = self._connect()
-        if get is None:
-            return None
+    def _ask(self, check: Any) -> str:
+        """One GET of the models list: "" on a 2xx, else ``HTTP_<status>``."""
+        response: httpx.Response = check(MODELS_PATH)
+        return "" if response.is_success else f"HTTP_{response.status_code}"
+
+    def _failure(self, exc: Exception) -> str:
+        """A transport failure by its type (``ConnectError``, ``ReadTimeout``...); anything else is raised."""
         import httpx
 
-        self._last_probe_at = time.monotonic()
-        started = time.perf_counter()
-        try:
-            response: httpx.Response = get(MODELS_PATH)
-        except httpx.HTTPError as exc:
-            return None if self._closed.is_set() else (False, None, type(exc).__name__)
-        except RuntimeError:  # "the client has been closed": close() ran meanwhile
-            if self._closed.is_set():
-                return None
-            raise
-        rtt_ms = (time.perf_counter() - started) * 1000
-        if self._closed.is_set():
-            return None
-        if not response.is_success:
-            return False, None, f"HTTP_{response.status_code}"
-        return True, rtt_ms, ""
+        if not isinstance(exc, httpx.HTTPError):
+            raise exc
+        return type(exc).__name__

@@ -209,33 +209,43 @@ class LinkMonitor:
             return self._check
 
     def _probe(self) -> tuple[bool, float | None, str] | None:
-        """One check: (served, round trip in ms, why not); None when the monitor closed meanwhile."""
+        """One check: (served, round trip in ms, why not); None when the monitor closed meanwhile (whatever the
+        check raised then: a closed channel or client fails the call that was under way)."""
         check = self._connect()
         if check is None:
             return None
-        import grpc
-        from grpc_health.v1 import health_pb2
-
         self._last_probe_at = time.monotonic()
         started = time.perf_counter()
         try:
-            response = check(health_pb2.HealthCheckRequest(service=self.service), timeout=self.timeout_s,
-                             metadata=self._metadata)
-        except grpc.RpcError as exc:
+            why = self._ask(check)
+        except Exception as exc:
             if self._closed.is_set():
                 return None
-            code = exc.code() if isinstance(exc, grpc.Call) else None
-            return False, None, code.name if code is not None else type(exc).__name__
-        except ValueError:  # "Cannot invoke RPC on closed channel": close() ran meanwhile
-            if self._closed.is_set():
-                return None
-            raise
+            why = self._failure(exc)
+            return False, None, why
         rtt_ms = (time.perf_counter() - started) * 1000
         if self._closed.is_set():
             return None
+        return (False, None, why) if why else (True, rtt_ms, "")
+
+    def _ask(self, check: Any) -> str:
+        """Run one check with what ``_connect`` gave: "" when served, else why not (the serving status)."""
+        from grpc_health.v1 import health_pb2
+
+        response = check(health_pb2.HealthCheckRequest(service=self.service), timeout=self.timeout_s,
+                         metadata=self._metadata)
         if response.status != health_pb2.HealthCheckResponse.SERVING:
-            return False, None, health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
-        return True, rtt_ms, ""
+            return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+        return ""
+
+    def _failure(self, exc: Exception) -> str:
+        """Why a check that raised ``exc`` failed (its status code); anything but a failed call is raised."""
+        import grpc
+
+        if not isinstance(exc, grpc.RpcError):
+            raise exc
+        code = exc.code() if isinstance(exc, grpc.Call) else None
+        return code.name if code is not None else type(exc).__name__
 
     def _publish(self, link: CloudLink) -> CloudLink:
         for listener in list(self._listeners):

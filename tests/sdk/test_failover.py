@@ -6,6 +6,8 @@ engine's greedy answer exactly."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from sdk import AsyncHybridClient, Reason, Side, SwitchKind
 from sdk.breaker import BreakerState
@@ -33,14 +35,29 @@ def _assert_exact(text: str, route, first: str) -> None:
     assert text == first
 
 
-async def _stream_with(client, on_chunk) -> tuple[str, object]:
-    stream = await client.chat.completions.create(messages=QUESTION, max_tokens=TOKENS, temperature=0, stream=True)
+async def stream_with(client: AsyncHybridClient, on_chunk: Callable[[int], Any] | None = None,
+                      max_tokens: int = TOKENS, **kwargs: Any) -> tuple[str, Any]:
+    """Stream QUESTION greedily; ``on_chunk(chunks so far)`` is awaited after each chunk."""
+    stream = await client.chat.completions.create(messages=QUESTION, max_tokens=max_tokens, temperature=0,
+                                                  stream=True, **kwargs)
     pieces = []
     async with stream:
         async for chunk in stream:
             pieces.append(chunk.choices[0].delta.content)
-            await on_chunk(len(pieces))
+            if on_chunk is not None:
+                await on_chunk(len(pieces))
     return "".join(pieces), stream.route
+
+
+def close_device_at(client: AsyncHybridClient, at: int = 3) -> Callable[[int], Awaitable[None]]:
+    """An ``on_chunk`` that closes the device's engine after ``at`` chunks: the local runtime goes away
+    mid-answer."""
+    async def on_chunk(count: int) -> None:
+        if count == at:
+            engine = await client.edge.engine()
+            await asyncio.to_thread(engine.close)
+
+    return on_chunk
 
 
 def test_cloud_killed_mid_stream_continues_on_the_device_without_a_gap(tiny_llama, cloud_engine, device_bundle,
@@ -56,7 +73,7 @@ def test_cloud_killed_mid_stream_continues_on_the_device_without_a_gap(tiny_llam
                     if count == 3:
                         await server.stop(0, close_engines=False)  # the replica dies under the stream
 
-                text, route = await _stream_with(client, kill)
+                text, route = await stream_with(client, kill)
         return text, route, first
 
     text, route, first = run(main)
@@ -76,12 +93,7 @@ def test_device_failing_mid_stream_continues_in_the_cloud(tiny_llama, cloud_engi
                                  mode="prefer_local")
             async with AsyncHybridClient(policy, signals=hub()) as client:
 
-                async def break_device(count):
-                    if count == 3:
-                        engine = await client.edge.engine()
-                        await asyncio.to_thread(engine.close)  # the local runtime goes away mid-answer
-
-                text, route = await _stream_with(client, break_device)
+                text, route = await stream_with(client, close_device_at(client))
         return text, route, first
 
     text, route, first = run(main)
@@ -136,7 +148,7 @@ def test_cascade_escalates_unsure_device_answers_before_the_caller_sees_them(tin
                     async def note(count, seen=seen):
                         seen.append(count)
 
-                    results[name] = await _stream_with(client, note)
+                    results[name] = await stream_with(client, note)
                     results[name + "-cloud"] = (await client.chat.completions.create(
                         messages=QUESTION, max_tokens=TOKENS, temperature=0, mode="cloud_only")).choices[0]
             return results

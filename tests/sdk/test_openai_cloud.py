@@ -28,6 +28,7 @@ from sdk.policy import CloudSettings, DeviceSettings, Policy, RetrySettings, Rou
 from sdk.signals import HttpLinkMonitor, Link
 from tests.sdk.conftest import API_KEY, MODEL, free_port, replica_config, run
 from tests.sdk.test_client_routes import QUESTION, hub
+from tests.sdk.test_failover import close_device_at, stream_with
 
 LLAMA_KEY = "sk-llama-test"
 TOKENS = 160
@@ -167,19 +168,6 @@ def direct_answer(base_url: str, key: str, messages: list[dict[str, str]], max_t
     return response.json()["choices"][0]["message"]["content"]
 
 
-async def stream_with(client: AsyncHybridClient, on_chunk: Callable[[int], Any] | None = None,
-                      max_tokens: int = TOKENS, **kwargs: Any) -> tuple[str, Any]:
-    stream = await client.chat.completions.create(messages=QUESTION, max_tokens=max_tokens, temperature=0,
-                                                  stream=True, **kwargs)
-    pieces = []
-    async with stream:
-        async for chunk in stream:
-            pieces.append(chunk.choices[0].delta.content)
-            if on_chunk is not None:
-                await on_chunk(len(pieces))
-    return "".join(pieces), stream.route
-
-
 async def device_answer(bundle: Path, key: Path) -> str:
     policy = Policy(routing=RoutingSettings(mode="local_only"),
                     device=DeviceSettings(bundle=bundle, trusted_keys=(key,)))
@@ -305,12 +293,7 @@ def test_the_device_failing_mid_stream_continues_on_llama_cpp_server_without_pre
         policy = openai_policy(llama, bundle=device_bundle, key=public_key_file, mode="prefer_local")
         async with AsyncHybridClient(policy, signals=hub()) as client:
 
-            async def break_device(count):
-                if count == 3:
-                    engine = await client.edge.engine()
-                    await asyncio.to_thread(engine.close)  # the local runtime goes away mid-answer
-
-            text, route = await stream_with(client, break_device)
+            text, route = await stream_with(client, close_device_at(client))
             honoured = await client.cloud.prefill_supported()
         return alone, text, route, honoured
 
@@ -379,12 +362,7 @@ def test_tandems_http_endpoint_honours_continue_final_message(tiny_llama, cloud_
                                    mode="prefer_local")
             async with AsyncHybridClient(policy, signals=hub()) as client:
 
-                async def break_device(count):
-                    if count == 3:
-                        engine = await client.edge.engine()
-                        await asyncio.to_thread(engine.close)
-
-                text, route = await stream_with(client, break_device)
+                text, route = await stream_with(client, close_device_at(client))
         return honoured, missing, over_http, over_grpc, alone, text, route
 
     honoured, missing, over_http, over_grpc, alone, text, route = run(main)
